@@ -1,0 +1,503 @@
+//! Connector files: one TOML file describes one connector.
+//!
+//! A file is loaded with the `config` crate (the file, then environment
+//! overrides `SIPHON_<SECTION>__<KEY>`, e.g. `SIPHON_KAFKA__BOOTSTRAP_SERVERS`)
+//! and then read key by key, so that one pass reports *every* problem at
+//! once — unknown keys, wrong types, bad values — each naming the file, the
+//! key and the fix. Secrets (passwords) are never written in the file: they
+//! come from an environment variable (`password_env`) or a file
+//! (`password_file`) and are held in [`Secret`], which never prints.
+
+mod reader;
+mod secret;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::rc::Rc;
+use std::path::{Path, PathBuf};
+
+use reader::Section;
+pub use secret::Secret;
+
+/// A connector's name: it derives the Kafka `transactional.id`, the offset
+/// record key and the default slot and publication names, so it must stay
+/// stable across restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConnectorName(String);
+
+impl ConnectorName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ConnectorName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A captured table, `schema.table`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName {
+    pub schema: String,
+    pub table: String,
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.table)
+    }
+}
+
+impl TableName {
+    /// `"schema"."table"` quoted for SQL.
+    pub fn quoted(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.table))
+    }
+}
+
+/// Quotes a SQL identifier the way PostgreSQL's `quote_ident` does.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// One connector, fully validated.
+#[derive(Clone, Debug)]
+pub struct ConnectorConfig {
+    /// The file it came from (for messages).
+    pub file: PathBuf,
+    pub name: ConnectorName,
+    pub postgres: PostgresConfig,
+    pub kafka: KafkaConfig,
+    pub registry: RegistryConfig,
+    pub pipeline: PipelineConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct PostgresConfig {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: Option<Secret>,
+    /// Logical replication slot; default `siphon_<name>`.
+    pub slot: String,
+    /// Publication; default `siphon_<name>`.
+    pub publication: String,
+    /// Create the slot when it does not exist yet (only ever when the
+    /// connector has no stored offset: a lost slot is never silently
+    /// re-created).
+    pub create_slot: bool,
+    /// Create the publication for `tables` when it does not exist.
+    pub create_publication: bool,
+    pub tables: Vec<TableName>,
+    pub connect_timeout_ms: u64,
+    /// How often a standby status update is sent even when nothing changed.
+    pub status_interval_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    /// Topics are `{topic_prefix}.{schema}.{table}`; also Debezium's logical
+    /// name (`source.name`) and the Avro namespace prefix.
+    pub topic_prefix: String,
+    /// Compacted topic holding one offset record per connector.
+    pub offsets_topic: String,
+    /// Create missing topics (table topics and the offsets topic).
+    pub create_topics: bool,
+    pub topic_partitions: i32,
+    pub topic_replication_factor: i32,
+    pub transaction_timeout_ms: u64,
+    /// How long a commit or abort may take before its fate counts as unknown.
+    pub commit_timeout_ms: u64,
+    /// A Kafka transaction is committed when it holds this many events ...
+    pub batch_max_events: usize,
+    /// ... or this many encoded bytes ...
+    pub batch_max_bytes: usize,
+    /// ... or when it has been open this long.
+    pub batch_linger_ms: u64,
+    /// After a delete event, also write a tombstone (null value) for compaction.
+    pub tombstones_on_delete: bool,
+    /// Emit `op = "t"` events for TRUNCATE (Debezium skips them by default).
+    pub emit_truncate: bool,
+    /// When the captured tables are idle, commit an offset-only transaction
+    /// at most this often so the slot can advance and WAL is not retained.
+    pub idle_offset_interval_ms: u64,
+    /// librdkafka properties passed through as they are (security settings,
+    /// compression, ...). Keys siphon owns for exactly-once are refused.
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Changes buffered between the replication reader and the Kafka writer;
+    /// when full, siphon stops reading from PostgreSQL (backpressure).
+    pub channel_capacity_events: usize,
+}
+
+/// Everything wrong with one or more connector files.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    /// One line per problem: `file: key: what is wrong and the fix`.
+    pub problems: Vec<String>,
+}
+
+/// librdkafka settings siphon sets itself; overriding them would break the
+/// exactly-once protocol.
+const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
+    "transactional.id",
+    "enable.idempotence",
+    "isolation.level",
+    "bootstrap.servers",
+    "transaction.timeout.ms",
+    "enable.auto.commit",
+    "group.id",
+];
+
+/// Loads every connector file named by `paths` (files, or directories whose
+/// `*.toml` files are each a connector). Reports all problems of all files.
+pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<ConnectorConfig>, ConfigError> {
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            match std::fs::read_dir(path) {
+                Ok(entries) => {
+                    let mut found: Vec<PathBuf> = entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                        .collect();
+                    found.sort();
+                    if found.is_empty() {
+                        problems.push(format!("{}: no *.toml connector files", path.display()));
+                    }
+                    files.extend(found);
+                }
+                Err(e) => problems.push(format!("{}: cannot read directory: {e}", path.display())),
+            }
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut connectors = Vec::new();
+    for file in &files {
+        match load_file(file) {
+            Ok(c) => connectors.push(c),
+            Err(e) => problems.extend(e.problems),
+        }
+    }
+    let mut seen = BTreeMap::new();
+    for c in &connectors {
+        if let Some(other) = seen.insert(c.name.as_str().to_owned(), c.file.clone()) {
+            problems.push(format!(
+                "{}: name: connector name {:?} is also used by {}; each connector needs its own name",
+                c.file.display(),
+                c.name.as_str(),
+                other.display()
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(connectors)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+/// Loads one connector file with environment overrides from the process.
+pub fn load_file(path: &Path) -> Result<ConnectorConfig, ConfigError> {
+    load_file_with_env(path, std::env::vars())
+}
+
+/// Loads one connector file; `env` supplies both the `SIPHON_...` overrides
+/// and the variables that `password_env` keys name.
+pub fn load_file_with_env(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<ConnectorConfig, ConfigError> {
+    let file = path.display().to_string();
+    let env: BTreeMap<String, String> = env.into_iter().collect();
+    if !path.is_file() {
+        return Err(ConfigError {
+            problems: vec![format!("{file}: no such connector file")],
+        });
+    }
+    let overrides: std::collections::HashMap<String, String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("SIPHON_") && k.contains("__"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let loaded = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("SIPHON")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(overrides)),
+        )
+        .build()
+        .and_then(|c| c.try_deserialize::<serde_json::Value>());
+    let root = match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(ConfigError {
+                problems: vec![format!("{file}: cannot parse: {e}")],
+            });
+        }
+    };
+    let problems = Rc::new(RefCell::new(Vec::new()));
+    let config = read_connector(path, &file, root, &env, Rc::clone(&problems));
+    let problems = problems.take();
+    match config {
+        Some(c) if problems.is_empty() => Ok(c),
+        _ => Err(ConfigError { problems }),
+    }
+}
+
+fn read_connector(
+    path: &Path,
+    file: &str,
+    root: serde_json::Value,
+    env: &BTreeMap<String, String>,
+    problems: Rc<RefCell<Vec<String>>>,
+) -> Option<ConnectorConfig> {
+    let mut top = Section::root(file, root, problems);
+    let name: Option<String> = top.required("name");
+    if let Some(n) = &name
+        && (n.is_empty()
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+    {
+        top.problem_at(
+            "name",
+            "must be non-empty and use only letters, digits, '_' and '-' (it names the slot and the Kafka transactional id)",
+        );
+    }
+    let mut pg = top.section("postgres");
+    let mut kafka = top.section("kafka");
+    let mut registry = top.section("registry");
+    let mut pipeline = top.section("pipeline");
+    top.finish();
+
+    let default_object = name
+        .as_deref()
+        .map(|n| format!("siphon_{}", n.to_lowercase().replace('-', "_")))
+        .unwrap_or_default();
+
+    let host = pg.optional("host").unwrap_or_else(default_pg_host);
+    let port = pg.optional("port").unwrap_or_else(default_pg_port);
+    let database: Option<String> = pg.required("database");
+    let user: Option<String> = pg.required("user");
+    let password = pg.secret("password", env);
+    let slot = pg.optional("slot").unwrap_or_else(|| default_object.clone());
+    let publication = pg
+        .optional("publication")
+        .unwrap_or_else(|| default_object.clone());
+    let create_slot = pg.optional("create_slot").unwrap_or(true);
+    let create_publication = pg.optional("create_publication").unwrap_or(true);
+    let table_names: Option<Vec<String>> = pg.required("tables");
+    let connect_timeout_ms = pg.optional("connect_timeout_ms").unwrap_or(10_000);
+    let status_interval_ms = pg.optional("status_interval_ms").unwrap_or(10_000);
+    if !slot.is_empty() && !is_slot_name(&slot) {
+        pg.problem_at(
+            "slot",
+            &format!(
+                "{slot:?} is not a valid replication slot name: use lower-case letters, digits and '_' (at most 63)"
+            ),
+        );
+    }
+    pg.at_least("connect_timeout_ms", connect_timeout_ms, 100);
+    pg.at_least("status_interval_ms", status_interval_ms, 100);
+    let mut tables = Vec::new();
+    if let Some(list) = &table_names {
+        if list.is_empty() {
+            pg.problem_at(
+                "tables",
+                "list at least one table to capture, e.g. [\"public.orders\"]",
+            );
+        }
+        for t in list {
+            match parse_table(t) {
+                Some(t) => tables.push(t),
+                None => pg.problem_at(
+                    "tables",
+                    &format!("{t:?} is not of the form \"schema.table\""),
+                ),
+            }
+        }
+    }
+    pg.finish();
+
+    let bootstrap_servers: Option<String> = kafka.required("bootstrap_servers");
+    let topic_prefix: Option<String> = kafka.required("topic_prefix");
+    let offsets_topic = kafka
+        .optional("offsets_topic")
+        .unwrap_or_else(|| "siphon.offsets".to_owned());
+    let create_topics = kafka.optional("create_topics").unwrap_or(true);
+    let topic_partitions = kafka.optional("topic_partitions").unwrap_or(1);
+    let topic_replication_factor = kafka.optional("topic_replication_factor").unwrap_or(1);
+    let transaction_timeout_ms = kafka.optional("transaction_timeout_ms").unwrap_or(60_000);
+    let commit_timeout_ms = kafka.optional("commit_timeout_ms").unwrap_or(30_000);
+    let batch_max_events = kafka.optional("batch_max_events").unwrap_or(10_000);
+    let batch_max_bytes = kafka
+        .optional("batch_max_bytes")
+        .unwrap_or(16 * 1024 * 1024);
+    let batch_linger_ms = kafka.optional("batch_linger_ms").unwrap_or(100);
+    let tombstones_on_delete = kafka.optional("tombstones_on_delete").unwrap_or(true);
+    let emit_truncate = kafka.optional("emit_truncate").unwrap_or(false);
+    let idle_offset_interval_ms = kafka.optional("idle_offset_interval_ms").unwrap_or(10_000);
+    let properties: BTreeMap<String, String> = kafka.string_map("properties");
+    kafka.at_least("transaction_timeout_ms", transaction_timeout_ms, 1000);
+    kafka.at_least("commit_timeout_ms", commit_timeout_ms, 1000);
+    kafka.at_least("batch_max_events", batch_max_events as u64, 1);
+    kafka.at_least("batch_max_bytes", batch_max_bytes as u64, 1024);
+    kafka.at_least("topic_partitions", topic_partitions.max(0) as u64, 1);
+    kafka.at_least("idle_offset_interval_ms", idle_offset_interval_ms, 100);
+    if commit_timeout_ms > transaction_timeout_ms {
+        kafka.problem_at(
+            "commit_timeout_ms",
+            &format!(
+                "must not exceed transaction_timeout_ms ({transaction_timeout_ms}), got {commit_timeout_ms}"
+            ),
+        );
+    }
+    if topic_replication_factor < 1 {
+        kafka.problem_at(
+            "topic_replication_factor",
+            &format!("must be >= 1, got {topic_replication_factor}"),
+        );
+    }
+    for key in properties.keys() {
+        if RESERVED_KAFKA_PROPERTIES.contains(&key.as_str()) {
+            kafka.problem_at(
+                &format!("properties.{key}"),
+                "is set by siphon itself for exactly-once delivery; remove it (use the kafka section's own keys where they exist)",
+            );
+        }
+    }
+    if let Some(p) = &topic_prefix
+        && (p.is_empty() || !p.chars().all(is_topic_char))
+    {
+        kafka.problem_at(
+            "topic_prefix",
+            "must be non-empty and use only letters, digits, '.', '_' and '-'",
+        );
+    }
+    kafka.finish();
+
+    let url: Option<String> = registry.required("url");
+    let reg_username: Option<String> = registry.optional("username");
+    let reg_password = registry.secret("password", env);
+    let request_timeout_ms = registry.optional("request_timeout_ms").unwrap_or(10_000);
+    registry.at_least("request_timeout_ms", request_timeout_ms, 100);
+    if let Some(u) = &url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        registry.problem_at(
+            "url",
+            &format!("must start with http:// or https://, got {u:?}"),
+        );
+    }
+    registry.finish();
+
+    let channel_capacity_events = pipeline
+        .optional("channel_capacity_events")
+        .unwrap_or(20_000);
+    pipeline.at_least("channel_capacity_events", channel_capacity_events as u64, 1);
+    pipeline.finish();
+
+    Some(ConnectorConfig {
+        file: path.to_owned(),
+        name: ConnectorName(name?),
+        postgres: PostgresConfig {
+            host,
+            port,
+            database: database?,
+            user: user?,
+            password,
+            slot,
+            publication,
+            create_slot,
+            create_publication,
+            tables,
+            connect_timeout_ms,
+            status_interval_ms,
+        },
+        kafka: KafkaConfig {
+            bootstrap_servers: bootstrap_servers?,
+            topic_prefix: topic_prefix?,
+            offsets_topic,
+            create_topics,
+            topic_partitions,
+            topic_replication_factor,
+            transaction_timeout_ms,
+            commit_timeout_ms,
+            batch_max_events,
+            batch_max_bytes,
+            batch_linger_ms,
+            tombstones_on_delete,
+            emit_truncate,
+            idle_offset_interval_ms,
+            properties,
+        },
+        registry: RegistryConfig {
+            url: url?,
+            username: reg_username,
+            password: reg_password,
+            request_timeout_ms,
+        },
+        pipeline: PipelineConfig {
+            channel_capacity_events,
+        },
+    })
+}
+
+fn default_pg_host() -> String {
+    // PostgreSQL's own default when no host is given is the local socket;
+    // siphon connects over TCP, so loopback is the closest equivalent.
+    "127.0.0.1".to_owned()
+}
+
+fn default_pg_port() -> u16 {
+    // PostgreSQL's default port.
+    5432
+}
+
+fn is_slot_name(s: &str) -> bool {
+    s.len() <= 63
+        && s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn is_topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+fn parse_table(s: &str) -> Option<TableName> {
+    let (schema, table) = s.split_once('.')?;
+    if schema.is_empty() || table.is_empty() || table.contains('.') {
+        return None;
+    }
+    Some(TableName {
+        schema: schema.to_owned(),
+        table: table.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,185 @@
+use std::io::Write;
+
+use super::*;
+
+fn write(dir: &tempfile::TempDir, name: &str, body: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    let mut f = std::fs::File::create(&path).expect("create test file");
+    f.write_all(body.as_bytes()).expect("write test file");
+    path
+}
+
+const GOOD: &str = r#"
+name = "shop"
+[postgres]
+database = "shop"
+user = "siphon"
+password_env = "PG_PASS"
+tables = ["public.orders"]
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+topic_prefix = "shop"
+[kafka.properties]
+"compression.type" = "zstd"
+"linger.ms" = 5
+[registry]
+url = "http://127.0.0.1:8081"
+"#;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn loads_a_good_file_with_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "shop.toml", GOOD);
+    let c = load_file_with_env(&path, env(&[("PG_PASS", "hunter2")])).unwrap();
+    assert_eq!(c.name.as_str(), "shop");
+    assert_eq!(c.postgres.port, 5432);
+    assert_eq!(c.postgres.slot, "siphon_shop");
+    assert_eq!(c.postgres.publication, "siphon_shop");
+    assert_eq!(
+        c.postgres.tables,
+        vec![TableName {
+            schema: "public".into(),
+            table: "orders".into()
+        }]
+    );
+    assert_eq!(c.postgres.password.as_ref().unwrap().expose(), "hunter2");
+    assert_eq!(c.kafka.properties["compression.type"], "zstd");
+    assert_eq!(c.kafka.properties["linger.ms"], "5");
+    assert_eq!(c.kafka.offsets_topic, "siphon.offsets");
+}
+
+#[test]
+fn secrets_never_print() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "shop.toml", GOOD);
+    let c = load_file_with_env(&path, env(&[("PG_PASS", "hunter2")])).unwrap();
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "shop.toml", GOOD);
+    let c = load_file_with_env(
+        &path,
+        env(&[
+            ("PG_PASS", "x"),
+            ("SIPHON_KAFKA__BOOTSTRAP_SERVERS", "broker:9093"),
+            ("SIPHON_POSTGRES__PORT", "6543"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.kafka.bootstrap_servers, "broker:9093");
+    assert_eq!(c.postgres.port, 6543);
+}
+
+#[test]
+fn reports_every_problem_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = GOOD
+        .replace("user = \"siphon\"", "usr = \"siphon\"")
+        .replace("topic_prefix = \"shop\"", "topic_prefix = \"shop\"\nbatch_max_events = 0")
+        .replace("http://127.0.0.1:8081", "127.0.0.1:8081");
+    let path = write(&dir, "bad.toml", &body);
+    let err = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap_err();
+    let file = path.display();
+    assert_eq!(
+        err.problems,
+        vec![
+            format!("{file}: postgres.user: is required"),
+            format!(
+                "{file}: postgres.usr: unknown key; did you mean \"user\"? (known keys: host, port, database, user, password_env, password_file, slot, publication, create_slot, create_publication, tables, connect_timeout_ms, status_interval_ms)"
+            ),
+            format!("{file}: kafka.batch_max_events: must be >= 1, got 0"),
+            format!(
+                "{file}: registry.url: must start with http:// or https://, got \"127.0.0.1:8081\""
+            ),
+        ]
+    );
+}
+
+#[test]
+fn wrong_types_and_plain_passwords_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = GOOD
+        .replace("password_env = \"PG_PASS\"", "password = \"hunter2\"\nport = \"five\"")
+        .replace(
+            "\"compression.type\" = \"zstd\"",
+            "\"transactional.id\" = \"mine\"",
+        );
+    let path = write(&dir, "bad.toml", &body);
+    let err = load_file_with_env(&path, env(&[])).unwrap_err();
+    let text = err.to_string();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        text.contains("postgres.password: secrets are not read from connector files"),
+        "{text}"
+    );
+    assert!(
+        text.contains("postgres.port: invalid type: string \"five\", expected u16"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kafka.properties.transactional.id: is set by siphon itself"),
+        "{text}"
+    );
+}
+
+#[test]
+fn missing_env_var_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "shop.toml", GOOD);
+    let err = load_file_with_env(&path, env(&[])).unwrap_err();
+    assert_eq!(
+        err.problems,
+        vec![format!(
+            "{}: postgres.password_env: environment variable PG_PASS is not set",
+            path.display()
+        )]
+    );
+}
+
+#[test]
+fn duplicate_names_across_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir, "a.toml", &GOOD.replace("password_env = \"PG_PASS\"", ""));
+    write(&dir, "b.toml", &GOOD.replace("password_env = \"PG_PASS\"", ""));
+    let err = load_paths(&[dir.path().to_owned()]).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert!(err.problems[0].contains("connector name \"shop\" is also used by"));
+}
+
+/// The example files users copy must always load.
+#[test]
+fn every_example_connector_file_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors");
+    let mut env_vars = env(&[]);
+    // Example files name their secrets' variables; supply each one.
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("password_env = ") {
+                env_vars.push((rest.trim_matches('"').to_owned(), "example".to_owned()));
+            }
+        }
+    }
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            load_file_with_env(&path, env_vars.clone())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            loaded += 1;
+        }
+    }
+    assert!(loaded >= 1, "no connector files in {}", dir.display());
+}
