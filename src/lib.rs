@@ -1,4 +1,27 @@
 //! siphon: PostgreSQL logical replication → versioned Avro → Kafka, exactly once.
+//!
+//! ```text
+//! PostgreSQL walsender (pgoutput)
+//!   │ replication connection (postgres::replication): CopyBoth, keepalives, status updates
+//!   ▼
+//! reader   (pipeline::reader) decode (postgres::pgoutput), relation cache,
+//!   │       positions (commit_lsn, index), drop what the stored offset covers
+//!   ▼ bounded channel (backpressure: when Kafka is slow, siphon stops reading)
+//! writer   (pipeline::writer) Avro per relation version (avro::*), schema
+//!   │       registry ids, events + offset record in ONE Kafka transaction (kafka::*)
+//!   └─ after the Kafka commit succeeds → flush LSN → reader acks it to PostgreSQL
+//! ```
+//!
+//! The progress invariant: the LSN acknowledged to PostgreSQL never exceeds
+//! what the committed offset record covers, and after any restart every
+//! change at a position the offset covers is dropped. So a read_committed
+//! consumer sees every change exactly once, whatever fails.
+pub mod avro;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod kafka;
+pub mod pipeline;
+pub mod postgres;
+pub mod telemetry;

@@ -1,0 +1,193 @@
+//! The quickstart (run it with `scripts/quickstart.sh`): a throwaway
+//! PostgreSQL 15, a tansu broker and the schema-registry stand-in on
+//! loopback, the real `siphon` binary on a demo connector file, a few
+//! changes, and the decoded events printed as JSON.
+//!
+//! It reuses the test bed of `tests/support` so the quickstart and the
+//! tests run on exactly the same set-up.
+
+#[path = "../tests/support/events.rs"]
+mod events;
+#[path = "../tests/support/kafka.rs"]
+mod kafka;
+#[path = "../tests/support/postgres.rs"]
+mod postgres;
+#[path = "../tests/support/registry.rs"]
+mod registry;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use siphon::avro::registry::{RegistryClient, RegistryClientConfig};
+
+const DEMO_SQL: &str = "
+INSERT INTO customers (id, name, email) VALUES (1, 'Ada Lovelace', 'ada@example.com'), (2, 'Grace Hopper', NULL);
+BEGIN;
+INSERT INTO orders (id, customer_id, amount, placed_at) VALUES (100, 1, 42.50, now());
+UPDATE customers SET email = 'ada@analytical.engine' WHERE id = 1;
+COMMIT;
+DELETE FROM customers WHERE id = 2;
+";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    println!("== starting PostgreSQL 15 (throwaway cluster, wal_level=logical)");
+    let pg = postgres::PgCluster::start();
+    pg.create_database("shop");
+    pg.psql(
+        "shop",
+        "CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, email text);
+         CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int NOT NULL,
+                              amount numeric(10,2) NOT NULL, placed_at timestamptz);",
+    );
+    println!("   port {}", pg.port());
+    println!("== starting tansu (Kafka-protocol broker)");
+    let broker = kafka::Broker::start();
+    println!("   {}", broker.bootstrap);
+    println!("== starting the schema registry stand-in (Confluent REST API, test/dev only)");
+    let registry = registry::RegistryStandIn::start().await;
+    println!("   {}", registry.url);
+
+    let dir = std::env::current_dir()?.join(".quickstart");
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("shop.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"# Written by the quickstart.
+name = "shop"
+
+[postgres]
+host = "127.0.0.1"
+port = {port}
+database = "shop"
+user = "postgres"
+tables = ["public.customers", "public.orders"]
+
+[kafka]
+bootstrap_servers = "{bootstrap}"
+topic_prefix = "shop"
+
+[registry]
+url = "{registry}"
+"#,
+            port = pg.port(),
+            bootstrap = broker.bootstrap,
+            registry = registry.url
+        ),
+    )?;
+    println!("== connector file {}:\n", file.display());
+    println!("{}", std::fs::read_to_string(&file)?);
+
+    let exe = std::env::current_exe()?;
+    let siphon_bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("siphon"))
+        .context("locating the siphon binary next to the example")?;
+    println!("== siphon run {}", file.display());
+    let mut siphon = Command::new(&siphon_bin)
+        .arg("run")
+        .arg(&file)
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", siphon_bin.display()))?;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pg
+        .psql(
+            "shop",
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'siphon_shop' AND active",
+        )
+        .trim()
+        != "1"
+    {
+        if Instant::now() > deadline {
+            let _ = siphon.kill();
+            bail!("siphon did not start streaming within 60 s");
+        }
+        if let Some(status) = siphon.try_wait()? {
+            bail!("siphon exited: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    println!("== making changes:{DEMO_SQL}");
+    pg.psql("shop", DEMO_SQL);
+
+    let client = RegistryClient::new(&RegistryClientConfig {
+        url: registry.url.clone(),
+        username: None,
+        password: None,
+        request_timeout_ms: 5_000,
+    })?;
+    // customers: 2 inserts, 1 update, 1 delete + tombstone; orders: 1 insert.
+    let expected = [("shop.public.customers", 5), ("shop.public.orders", 1)];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut all = Vec::new();
+    for (topic, n) in expected {
+        loop {
+            let records = kafka::read_committed(&broker.bootstrap, topic);
+            if records.len() >= n {
+                all.extend(records);
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = siphon.kill();
+                bail!("only {} of {n} events arrived in {topic}", records.len());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    println!("== events, read back with isolation.level=read_committed and decoded with the registered schemas:\n");
+    for event in events::decode_all(&client, &all).await {
+        let key = event.key.clone().map(serde_json::Value::try_from).transpose()?;
+        let summary = match &event.value {
+            None => serde_json::json!({"topic": event.topic, "key": key, "value": null}),
+            Some(_) => serde_json::json!({
+                "topic": event.topic,
+                "schema_id": event.value_schema_id,
+                "key": key,
+                "op": event.op(),
+                "before": event.row("before").map(row_json).transpose()?,
+                "after": event.row("after").map(row_json).transpose()?,
+                "source.lsn": event.source("lsn").map(serde_json::Value::try_from).transpose()?,
+                "source.txId": event.source("txId").map(serde_json::Value::try_from).transpose()?,
+            }),
+        };
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+
+    println!("\n== stopping siphon (SIGTERM: commits, acks, closes)");
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(siphon.id().to_string())
+        .status()?;
+    let status = siphon.wait()?;
+    println!("   siphon exited: {status}");
+    println!("== done; PostgreSQL, the broker and the registry stand-in stop now");
+    Ok(())
+}
+
+fn row_json(
+    row: std::collections::BTreeMap<String, apache_avro::types::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for (k, v) in row {
+        let v = match v {
+            // Decimals as their text, as a consumer would show them.
+            apache_avro::types::Value::Decimal(d) => {
+                let bytes: Vec<u8> = (&d).try_into()?;
+                serde_json::Value::String(format!(
+                    "{} (unscaled)",
+                    num_bigint::BigInt::from_signed_bytes_be(&bytes)
+                ))
+            }
+            other => serde_json::Value::try_from(other)?,
+        };
+        out.insert(k, v);
+    }
+    Ok(serde_json::Value::Object(out))
+}

@@ -1,0 +1,8 @@
+//! Avro: schemas derived from relations (Debezium's names and envelope),
+//! the PostgreSQL text → Avro type mapping, the direct binary encoder used
+//! on the hot path, and the schema registry client.
+
+pub mod encode;
+pub mod registry;
+pub mod schema;
+pub mod types;

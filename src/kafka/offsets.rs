@@ -1,0 +1,308 @@
+//! The offset record: where a connector stands, committed in the same Kafka
+//! transaction as the events it covers (DESIGN.md, "Exactly-once protocol").
+//!
+//! Key: the connector name (UTF-8). Value: Confluent wire format (magic 0,
+//! 4-byte schema id, Avro binary) of `schemas/offset.avsc`, so registry-aware
+//! tools can read it. siphon decodes it with its own copy of the schema.
+//!
+//! Invariant: a change at position `p` has been written iff
+//! [`OffsetRecord::covers`]`(p)`. Deduplication after a restart relies on
+//! this alone.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::KafkaError;
+use crate::config::ConnectorConfig;
+use crate::event::{Lsn, Position};
+
+/// The offset schema, fixed by siphon.
+pub const OFFSET_SCHEMA: &str = include_str!("../../schemas/offset.avsc");
+
+static SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
+    Schema::parse_str(OFFSET_SCHEMA).expect("invariant: schemas/offset.avsc is valid Avro")
+});
+
+/// What a connector has durably written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffsetRecord {
+    pub connector: String,
+    /// Commit LSN of the source transaction of the last change written, or
+    /// the WAL end of an idle-time offset.
+    pub commit_lsn: Lsn,
+    /// Index of the last change written in that transaction; `None` when
+    /// none of it was.
+    pub index: Option<u64>,
+    /// Every change of the transaction at `commit_lsn` was written.
+    pub txn_complete: bool,
+    /// PostgreSQL may be told everything up to here is flushed: every
+    /// transaction that ends at or before it was written.
+    pub flush_lsn: Lsn,
+    pub system_id: String,
+    pub timeline: u32,
+    pub database: String,
+    pub slot: String,
+    pub written_at_ms: i64,
+}
+
+impl OffsetRecord {
+    /// Whether the change at `pos` was already written (and must be dropped
+    /// if PostgreSQL sends it again).
+    pub fn covers(&self, pos: Position) -> bool {
+        if pos.commit_lsn != self.commit_lsn {
+            return pos.commit_lsn < self.commit_lsn;
+        }
+        self.txn_complete || self.index.is_some_and(|i| pos.index <= i)
+    }
+
+    /// Avro body (no Confluent header).
+    pub fn to_avro(&self) -> Vec<u8> {
+        let value = Value::Record(vec![
+            ("connector".into(), Value::String(self.connector.clone())),
+            ("commit_lsn".into(), Value::Long(self.commit_lsn.0 as i64)),
+            (
+                "index".into(),
+                Value::Long(self.index.map_or(-1, |i| i as i64)),
+            ),
+            ("txn_complete".into(), Value::Boolean(self.txn_complete)),
+            ("flush_lsn".into(), Value::Long(self.flush_lsn.0 as i64)),
+            ("system_id".into(), Value::String(self.system_id.clone())),
+            ("timeline".into(), Value::Int(self.timeline as i32)),
+            ("database".into(), Value::String(self.database.clone())),
+            ("slot".into(), Value::String(self.slot.clone())),
+            ("written_at_ms".into(), Value::Long(self.written_at_ms)),
+        ]);
+        GenericDatumWriter::builder(&SCHEMA)
+            .build()
+            .and_then(|w| w.write_value_to_vec(value))
+            .expect("invariant: the offset record matches its own schema")
+    }
+
+    /// Decodes a Confluent-framed offset value.
+    pub fn from_wire(bytes: &[u8]) -> Result<OffsetRecord, String> {
+        if bytes.len() < 5 || bytes[0] != 0 {
+            return Err("missing the Confluent wire-format header".into());
+        }
+        let mut body = &bytes[5..];
+        let value = GenericDatumReader::builder(&SCHEMA)
+            .build()
+            .and_then(|r| r.read_value(&mut body))
+            .map_err(|e| e.to_string())?;
+        let Value::Record(fields) = value else {
+            return Err("not a record".into());
+        };
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v)
+                .ok_or_else(|| format!("field {name} missing"))
+        };
+        let string = |name: &str| match get(name)? {
+            Value::String(s) => Ok(s.clone()),
+            _ => Err(format!("field {name} is not a string")),
+        };
+        let long = |name: &str| match get(name)? {
+            Value::Long(v) => Ok(*v),
+            _ => Err(format!("field {name} is not a long")),
+        };
+        let index = long("index")?;
+        Ok(OffsetRecord {
+            connector: string("connector")?,
+            commit_lsn: Lsn(long("commit_lsn")? as u64),
+            index: u64::try_from(index).ok(),
+            txn_complete: matches!(get("txn_complete")?, Value::Boolean(true)),
+            flush_lsn: Lsn(long("flush_lsn")? as u64),
+            system_id: string("system_id")?,
+            timeline: match get("timeline")? {
+                Value::Int(t) => *t as u32,
+                _ => return Err("field timeline is not an int".into()),
+            },
+            database: string("database")?,
+            slot: string("slot")?,
+            written_at_ms: long("written_at_ms")?,
+        })
+    }
+}
+
+/// Reads the connector's last committed offset with `read_committed`.
+///
+/// Must run after the transactional producer was initialised: that fences
+/// any previous instance and makes the broker abort its open transaction, so
+/// nothing newer than what is read here can still become visible.
+pub async fn read_stored_offset(cfg: &ConnectorConfig) -> Result<Option<OffsetRecord>, KafkaError> {
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || read_blocking(&cfg)).await?
+}
+
+fn read_blocking(cfg: &ConnectorConfig) -> Result<Option<OffsetRecord>, KafkaError> {
+    let connector = cfg.name.as_str();
+    let topic = cfg.kafka.offsets_topic.as_str();
+    let read_err = |source: RdKafkaError| KafkaError::ReadOffset {
+        connector: connector.to_owned(),
+        topic: topic.to_owned(),
+        source,
+    };
+    let consumer: BaseConsumer = super::base_client_config(cfg, &[])
+        .set("group.id", format!("siphon-offsets-{connector}"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(|source| KafkaError::Client {
+            connector: connector.to_owned(),
+            what: "offset reader",
+            source,
+        })?;
+    let timeout = Duration::from_millis(cfg.kafka.commit_timeout_ms.max(10_000));
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(read_err)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Ok(None);
+    }
+    let mut tpl = TopicPartitionList::new();
+    let mut pending = HashSet::new();
+    for &p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(read_err)?;
+        if high > low {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .map_err(read_err)?;
+            pending.insert(p);
+        }
+    }
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    consumer.assign(&tpl).map_err(read_err)?;
+    let deadline = Instant::now() + timeout * 3;
+    let mut latest = None;
+    while !pending.is_empty() {
+        if Instant::now() > deadline {
+            return Err(KafkaError::ReadOffsetTimeout {
+                connector: connector.to_owned(),
+                topic: topic.to_owned(),
+                timeout_ms: (timeout * 3).as_millis() as u64,
+            });
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(RdKafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+            }
+            Some(Err(e)) => return Err(read_err(e)),
+            Some(Ok(msg)) => {
+                if msg.key() != Some(connector.as_bytes()) {
+                    continue;
+                }
+                match msg.payload() {
+                    // A tombstone resets the connector (an operator's choice).
+                    None => latest = None,
+                    Some(bytes) => {
+                        let record = OffsetRecord::from_wire(bytes).map_err(|reason| {
+                            KafkaError::CorruptOffset {
+                                connector: connector.to_owned(),
+                                topic: topic.to_owned(),
+                                reason,
+                            }
+                        })?;
+                        latest = Some(record);
+                    }
+                }
+            }
+        }
+    }
+    Ok(latest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(commit: u64, index: Option<u64>, complete: bool) -> OffsetRecord {
+        OffsetRecord {
+            connector: "shop".into(),
+            commit_lsn: Lsn(commit),
+            index,
+            txn_complete: complete,
+            flush_lsn: Lsn(commit),
+            system_id: "7300000000000000000".into(),
+            timeline: 1,
+            database: "shop".into(),
+            slot: "siphon_shop".into(),
+            written_at_ms: 1_700_000_000_000,
+        }
+    }
+
+    fn pos(commit: u64, index: u64) -> Position {
+        Position {
+            commit_lsn: Lsn(commit),
+            index,
+        }
+    }
+
+    #[test]
+    fn a_complete_transaction_covers_all_of_it_and_everything_before() {
+        let r = record(100, Some(4), true);
+        assert!(r.covers(pos(99, 1_000)));
+        assert!(r.covers(pos(100, 0)));
+        assert!(r.covers(pos(100, 4)));
+        assert!(r.covers(pos(100, 5_000)));
+        assert!(!r.covers(pos(101, 0)));
+    }
+
+    #[test]
+    fn a_split_transaction_covers_only_what_was_written() {
+        let r = record(100, Some(499), false);
+        assert!(r.covers(pos(100, 499)));
+        assert!(!r.covers(pos(100, 500)));
+        assert!(r.covers(pos(50, 7)));
+    }
+
+    #[test]
+    fn an_idle_offset_covers_nothing_at_its_own_lsn() {
+        // Written at a keepalive's WAL end: a transaction that commits
+        // exactly there was not sent yet.
+        let r = record(100, None, false);
+        assert!(!r.covers(pos(100, 0)));
+        assert!(r.covers(pos(99, 0)));
+    }
+
+    #[test]
+    fn round_trips_through_the_wire_format() {
+        for r in [
+            record(100, Some(4), true),
+            record(u64::from(u32::MAX) * 7, None, false),
+        ] {
+            let mut wire = vec![0, 0, 0, 0, 42];
+            wire.extend(r.to_avro());
+            assert_eq!(OffsetRecord::from_wire(&wire).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(OffsetRecord::from_wire(&[]).is_err());
+        assert!(OffsetRecord::from_wire(&[0, 0, 0, 0, 1, 0xff, 0xff]).is_err());
+        assert!(OffsetRecord::from_wire(&[1, 0, 0, 0, 1]).is_err());
+    }
+}

@@ -1,0 +1,208 @@
+//! The transactional producer of one connector.
+//!
+//! librdkafka's transactional calls block, so they run on the blocking pool.
+//! Sends are asynchronous inside librdkafka; a Kafka commit waits for every
+//! send of its transaction and fails if any of them failed, so delivery
+//! errors surface there and never silently drop an event.
+//!
+//! A commit or abort that fails or times out leaves the transaction's fate
+//! unknown: this type never retries it. The caller drops the producer and
+//! restarts from the stored offset; the next producer's
+//! `init_transactions` fences this one and aborts whatever it left open.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use tokio::sync::Mutex;
+
+use super::{KafkaError, base_client_config, topic};
+use crate::config::ConnectorConfig;
+
+/// One connector's producer plus the topics it knows exist.
+pub struct TxProducer {
+    connector: String,
+    producer: Arc<ThreadedProducer<DefaultProducerContext>>,
+    admin: AdminClient<DefaultClientContext>,
+    commit_timeout: Duration,
+    create_topics: bool,
+    partitions: i32,
+    replication: i32,
+    known_topics: Mutex<HashSet<String>>,
+}
+
+impl TxProducer {
+    /// Creates the producer and initialises transactions, which fences any
+    /// previous instance of this connector.
+    pub async fn start(cfg: &ConnectorConfig) -> Result<TxProducer, KafkaError> {
+        let connector = cfg.name.to_string();
+        let client_err = |what, source| KafkaError::Client {
+            connector: connector.clone(),
+            what,
+            source,
+        };
+        let defaults = [
+            // Java clients (and so Debezium) place keys with murmur2; using
+            // it too keeps a key in the same partition whichever wrote it.
+            ("partitioner", "murmur2_random"),
+            ("linger.ms", "5"),
+            ("queue.buffering.max.messages", "1000000"),
+            ("queue.buffering.max.kbytes", "1048576"),
+        ];
+        let producer: ThreadedProducer<DefaultProducerContext> = base_client_config(cfg, &defaults)
+            .set("transactional.id", topic::transactional_id(&connector))
+            .set("enable.idempotence", "true")
+            .set(
+                "transaction.timeout.ms",
+                cfg.kafka.transaction_timeout_ms.to_string(),
+            )
+            .create()
+            .map_err(|e| client_err("producer", e))?;
+        let admin: AdminClient<DefaultClientContext> = base_client_config(cfg, &[])
+            .create()
+            .map_err(|e| client_err("admin", e))?;
+        let producer = Arc::new(producer);
+        let timeout = Duration::from_millis(cfg.kafka.transaction_timeout_ms);
+        let p = Arc::clone(&producer);
+        tokio::task::spawn_blocking(move || p.init_transactions(timeout))
+            .await?
+            .map_err(|source| txn_error(&connector, "init", source))?;
+        Ok(TxProducer {
+            connector,
+            producer,
+            admin,
+            commit_timeout: Duration::from_millis(cfg.kafka.commit_timeout_ms),
+            create_topics: cfg.kafka.create_topics,
+            partitions: cfg.kafka.topic_partitions,
+            replication: cfg.kafka.topic_replication_factor,
+            known_topics: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn begin(&self) -> Result<(), KafkaError> {
+        self.producer
+            .begin_transaction()
+            .map_err(|source| txn_error(&self.connector, "begin", source))
+    }
+
+    /// Queues one record of the open transaction. Waits (without blocking
+    /// the runtime) while librdkafka's queue is full.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<(), KafkaError> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((source, _)) => {
+                    return Err(KafkaError::Produce {
+                        topic: topic.to_owned(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Commits the open transaction: returns only once every record of it
+    /// is durably written and visible to read_committed consumers.
+    pub async fn commit(&self) -> Result<(), KafkaError> {
+        let p = Arc::clone(&self.producer);
+        let timeout = self.commit_timeout;
+        tokio::task::spawn_blocking(move || p.commit_transaction(timeout))
+            .await?
+            .map_err(|source| txn_error(&self.connector, "commit", source))
+    }
+
+    /// Aborts the open transaction (best effort: on failure the next
+    /// producer's fencing aborts it).
+    pub async fn abort(&self) -> Result<(), KafkaError> {
+        let p = Arc::clone(&self.producer);
+        let timeout = self.commit_timeout;
+        tokio::task::spawn_blocking(move || p.abort_transaction(timeout))
+            .await?
+            .map_err(|source| txn_error(&self.connector, "abort", source))
+    }
+
+    /// Makes sure `topic` exists, creating it when configured to. `compact`
+    /// selects log compaction (the offsets topic).
+    pub async fn ensure_topic(&self, name: &str, compact: bool) -> Result<(), KafkaError> {
+        let mut known = self.known_topics.lock().await;
+        if known.contains(name) {
+            return Ok(());
+        }
+        if self.create_topics {
+            let partitions = if compact { 1 } else { self.partitions };
+            let mut new = NewTopic::new(
+                name,
+                partitions,
+                TopicReplication::Fixed(self.replication),
+            );
+            if compact {
+                new = new.set("cleanup.policy", "compact");
+            }
+            let opts = AdminOptions::new().operation_timeout(Some(self.commit_timeout));
+            let results = self
+                .admin
+                .create_topics([&new], &opts)
+                .await
+                .map_err(|source| KafkaError::CreateTopic {
+                    topic: name.to_owned(),
+                    source,
+                })?;
+            for r in results {
+                match r {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((_, code)) => {
+                        return Err(KafkaError::CreateTopic {
+                            topic: name.to_owned(),
+                            source: RdKafkaError::AdminOp(code),
+                        });
+                    }
+                }
+            }
+        }
+        known.insert(name.to_owned());
+        Ok(())
+    }
+}
+
+fn txn_error(connector: &str, step: &'static str, source: RdKafkaError) -> KafkaError {
+    let fenced = matches!(
+        source.rdkafka_error_code(),
+        Some(
+            // Only a newer instance fences us. An epoch bumped by the
+            // coordinator (e.g. after a transaction timeout) is retried.
+            RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::Fenced
+        )
+    );
+    if fenced {
+        KafkaError::Fenced {
+            connector: connector.to_owned(),
+            source,
+        }
+    } else {
+        KafkaError::Transaction {
+            connector: connector.to_owned(),
+            step,
+            source,
+        }
+    }
+}

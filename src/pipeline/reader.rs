@@ -1,0 +1,410 @@
+//! The reader task: owns the replication stream, decodes pgoutput, keeps
+//! the relation cache, numbers changes with their positions, drops what the
+//! stored offset covers, and acks to PostgreSQL what the writer committed.
+//!
+//! Invariant: the flushed LSN sent to PostgreSQL only ever comes from the
+//! writer's watch channel, i.e. from a committed offset record, and only
+//! moves forward.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::{ConnectorError, Item};
+use crate::config::ConnectorConfig;
+use crate::event::{
+    ChangeEvent, Lsn, Op, Position, Relation, RelationVersion, ReplicaIdentity, SourceTx,
+};
+use crate::kafka::offsets::OffsetRecord;
+use crate::postgres::PgError;
+use crate::postgres::catalog::Catalog;
+use crate::postgres::pgoutput::{self, LogicalMessage};
+use crate::postgres::replication::{ReplicationError, ReplicationMessage, ReplicationStream};
+
+pub(super) struct Reader {
+    cfg: Arc<ConnectorConfig>,
+    catalog: Catalog,
+    stored: Option<OffsetRecord>,
+    tx: mpsc::Sender<Item>,
+    flushed: watch::Receiver<Lsn>,
+    ticker: Interval,
+    relations: HashMap<u32, Arc<RelationVersion>>,
+    /// The source transaction being received and the index of its next change.
+    current: Option<(Arc<SourceTx>, u64)>,
+    /// Highest WAL position received.
+    received: Lsn,
+    /// Highest flushed position reported to PostgreSQL.
+    acked: Lsn,
+    skipped: u64,
+}
+
+/// How handling one message ended.
+enum Flow {
+    Continue,
+    /// Shutdown was requested while waiting for room in the channel.
+    Stop,
+}
+
+impl Reader {
+    pub(super) fn new(
+        cfg: Arc<ConnectorConfig>,
+        catalog: Catalog,
+        stored: Option<OffsetRecord>,
+        tx: mpsc::Sender<Item>,
+        flushed: watch::Receiver<Lsn>,
+    ) -> Reader {
+        let mut ticker =
+            tokio::time::interval(Duration::from_millis(cfg.postgres.status_interval_ms));
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let acked = *flushed.borrow();
+        Reader {
+            cfg,
+            catalog,
+            stored,
+            tx,
+            flushed,
+            ticker,
+            relations: HashMap::new(),
+            current: None,
+            received: Lsn::ZERO,
+            acked,
+            skipped: 0,
+        }
+    }
+
+    /// Streams until cancelled or failed, then lets the writer finish its
+    /// batch and reports the final flushed position before closing.
+    pub(super) async fn run(
+        mut self,
+        mut stream: ReplicationStream,
+        cancel: CancellationToken,
+        writer: JoinHandle<Result<Lsn, ConnectorError>>,
+    ) -> Result<(), ConnectorError> {
+        let result = self.stream_loop(&mut stream, &cancel).await;
+        if self.skipped > 0 {
+            debug!(connector = %self.cfg.name, skipped = self.skipped, "dropped changes already covered by the stored offset");
+        }
+        // Closing the channel tells the writer to commit what it has.
+        let (closed_tx, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.tx, closed_tx));
+        let writer_result = match writer.await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectorError::WriterGone {
+                connector: self.cfg.name.to_string(),
+            }),
+        };
+        match writer_result {
+            Ok(flush) => {
+                if result.is_ok() {
+                    self.report(&mut stream, flush, false).await?;
+                    let slot = self.cfg.postgres.slot.clone();
+                    stream
+                        .close()
+                        .await
+                        .map_err(|source| PgError::Replication { slot, source })?;
+                    info!(connector = %self.cfg.name, flushed = %flush, "replication closed");
+                }
+                result
+            }
+            // The writer's own error explains a reader that found the channel closed.
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn stream_loop(
+        &mut self,
+        stream: &mut ReplicationStream,
+        cancel: &CancellationToken,
+    ) -> Result<(), ConnectorError> {
+        loop {
+            // Priority: shutdown first; then acks of fresh Kafka commits
+            // (they free WAL on the server); then the periodic status
+            // update; then new data.
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ok(()),
+                changed = self.flushed.changed() => {
+                    if changed.is_err() {
+                        return Err(ConnectorError::WriterGone { connector: self.cfg.name.to_string() });
+                    }
+                    let flush = *self.flushed.borrow_and_update();
+                    self.report(stream, flush, false).await?;
+                }
+                _ = self.ticker.tick() => {
+                    let flush = *self.flushed.borrow();
+                    self.report(stream, flush, false).await?;
+                }
+                msg = stream.next() => {
+                    let msg = msg.map_err(|source| self.repl_error(source))?;
+                    let Some(msg) = msg else {
+                        // The server ended the stream (e.g. it is shutting
+                        // down): reconnect and resume from the stored offset.
+                        return Err(self.repl_error(ReplicationError::Closed));
+                    };
+                    if let Flow::Stop = self.handle(msg, stream, cancel).await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    fn repl_error(&self, source: ReplicationError) -> ConnectorError {
+        PgError::Replication {
+            slot: self.cfg.postgres.slot.clone(),
+            source,
+        }
+        .into()
+    }
+
+    /// Sends a standby status update. The flushed position only moves forward.
+    async fn report(
+        &mut self,
+        stream: &mut ReplicationStream,
+        flush: Lsn,
+        reply: bool,
+    ) -> Result<(), ConnectorError> {
+        assert!(
+            flush >= self.acked || flush == Lsn::ZERO,
+            "invariant: acked LSN moves forward ({} after {})",
+            flush,
+            self.acked
+        );
+        self.acked = self.acked.max(flush);
+        let written = self.received.max(self.acked);
+        stream
+            .send_status_update(written, self.acked, self.acked, reply)
+            .await
+            .map_err(|source| self.repl_error(source))
+    }
+
+    async fn handle(
+        &mut self,
+        msg: ReplicationMessage,
+        stream: &mut ReplicationStream,
+        cancel: &CancellationToken,
+    ) -> Result<Flow, ConnectorError> {
+        match msg {
+            ReplicationMessage::PrimaryKeepalive {
+                wal_end,
+                reply_requested,
+                ..
+            } => {
+                self.received = self.received.max(wal_end);
+                if reply_requested {
+                    let flush = *self.flushed.borrow();
+                    self.report(stream, flush, false).await?;
+                }
+                if self.current.is_none() {
+                    // Best effort: a busy writer does not need it.
+                    let _ = self.tx.try_send(Item::Idle { wal_end });
+                }
+                Ok(Flow::Continue)
+            }
+            ReplicationMessage::XLogData {
+                wal_start,
+                wal_end,
+                data,
+                ..
+            } => {
+                self.received = self.received.max(wal_end);
+                let message = pgoutput::decode(&data).map_err(|source| PgError::Decode {
+                    lsn: wal_start,
+                    source,
+                })?;
+                self.handle_logical(message, wal_start, stream, cancel).await
+            }
+        }
+    }
+
+    async fn handle_logical(
+        &mut self,
+        message: LogicalMessage,
+        lsn: Lsn,
+        stream: &mut ReplicationStream,
+        cancel: &CancellationToken,
+    ) -> Result<Flow, ConnectorError> {
+        match message {
+            LogicalMessage::Begin {
+                final_lsn,
+                commit_ts_us,
+                xid,
+            } => {
+                self.current = Some((
+                    Arc::new(SourceTx {
+                        xid,
+                        commit_lsn: final_lsn,
+                        commit_ts_us,
+                    }),
+                    0,
+                ));
+                Ok(Flow::Continue)
+            }
+            LogicalMessage::Commit {
+                commit_lsn,
+                end_lsn,
+                ..
+            } => {
+                self.current = None;
+                self.send(Item::Commit {
+                    commit_lsn,
+                    end_lsn,
+                }, stream, cancel)
+                .await
+            }
+            LogicalMessage::Relation(relation) => {
+                self.update_relation(relation).await?;
+                Ok(Flow::Continue)
+            }
+            LogicalMessage::Insert { relation_oid, new } => {
+                self.change(relation_oid, Op::Create, lsn, None, Some(new), stream, cancel)
+                    .await
+            }
+            LogicalMessage::Update {
+                relation_oid,
+                old,
+                new,
+            } => {
+                self.change(relation_oid, Op::Update, lsn, old, Some(new), stream, cancel)
+                    .await
+            }
+            LogicalMessage::Delete { relation_oid, old } => {
+                self.change(relation_oid, Op::Delete, lsn, Some(old), None, stream, cancel)
+                    .await
+            }
+            LogicalMessage::Truncate { relation_oids, .. } => {
+                for oid in relation_oids {
+                    if let Flow::Stop = self
+                        .change(oid, Op::Truncate, lsn, None, None, stream, cancel)
+                        .await?
+                    {
+                        return Ok(Flow::Stop);
+                    }
+                }
+                Ok(Flow::Continue)
+            }
+            LogicalMessage::Type { .. }
+            | LogicalMessage::Origin { .. }
+            | LogicalMessage::Message { .. } => Ok(Flow::Continue),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn change(
+        &mut self,
+        relation_oid: u32,
+        op: Op,
+        lsn: Lsn,
+        old: Option<(crate::event::OldTupleKind, crate::event::Tuple)>,
+        new: Option<crate::event::Tuple>,
+        stream: &mut ReplicationStream,
+        cancel: &CancellationToken,
+    ) -> Result<Flow, ConnectorError> {
+        let Some((tx, next_index)) = self.current.as_mut() else {
+            return Err(self.repl_error(ReplicationError::Protocol(
+                format!("a change at {lsn} arrived outside a transaction"),
+            )));
+        };
+        let position = Position {
+            commit_lsn: tx.commit_lsn,
+            index: *next_index,
+        };
+        *next_index += 1;
+        let tx = Arc::clone(tx);
+        if self.stored.as_ref().is_some_and(|s| s.covers(position)) {
+            self.skipped += 1;
+            return Ok(Flow::Continue);
+        }
+        let relation = self
+            .relations
+            .get(&relation_oid)
+            .cloned()
+            .ok_or(PgError::UnknownRelation { oid: relation_oid })?;
+        let event = ChangeEvent {
+            position,
+            op,
+            relation,
+            tx,
+            lsn,
+            old,
+            new,
+        };
+        self.send(Item::Change(event), stream, cancel).await
+    }
+
+    /// Hands an item to the writer, waiting for room while still answering
+    /// the server (a walsender that hears nothing for wal_sender_timeout
+    /// drops the connection).
+    async fn send(
+        &mut self,
+        item: Item,
+        stream: &mut ReplicationStream,
+        cancel: &CancellationToken,
+    ) -> Result<Flow, ConnectorError> {
+        // A clone, so waiting for room does not borrow self while the
+        // ticker branch reports status.
+        let tx = self.tx.clone();
+        loop {
+            // Priority: room in the channel, then shutdown, then keeping
+            // the connection alive.
+            tokio::select! {
+                biased;
+                permit = tx.reserve() => {
+                    let permit = permit.map_err(|_| ConnectorError::WriterGone {
+                        connector: self.cfg.name.to_string(),
+                    })?;
+                    permit.send(item);
+                    return Ok(Flow::Continue);
+                }
+                _ = cancel.cancelled() => return Ok(Flow::Stop),
+                _ = self.ticker.tick() => {
+                    let flush = *self.flushed.borrow();
+                    self.report(stream, flush, false).await?;
+                }
+            }
+        }
+    }
+
+    /// Records a Relation message. A changed shape gets the next version
+    /// number, which makes the writer register a new schema version.
+    async fn update_relation(&mut self, mut relation: Relation) -> Result<(), ConnectorError> {
+        let facts = self.catalog.column_facts(relation.oid).await?;
+        // With REPLICA IDENTITY FULL pgoutput flags every column as part of
+        // the identity; the event key is still the primary key (none: no key).
+        if relation.replica_identity == ReplicaIdentity::Full {
+            for c in &mut relation.columns {
+                c.is_key = facts.get(&c.name).is_some_and(|f| f.in_primary_key);
+            }
+        }
+        // A column the catalog no longer knows (dropped since) may be null.
+        let nullable: Vec<bool> = relation
+            .columns
+            .iter()
+            .map(|c| facts.get(&c.name).is_none_or(|f| f.nullable))
+            .collect();
+        let previous = self.relations.get(&relation.oid);
+        if let Some(p) = previous
+            && p.relation == relation
+            && p.nullable == nullable
+        {
+            return Ok(());
+        }
+        let version = previous.map_or(1, |p| p.version + 1);
+        debug!(connector = %self.cfg.name, table = %format!("{}.{}", relation.schema, relation.name), version, "relation shape");
+        self.relations.insert(
+            relation.oid,
+            Arc::new(RelationVersion {
+                relation,
+                version,
+                nullable,
+            }),
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,384 @@
+//! The writer task: encodes changes, produces them inside a Kafka
+//! transaction together with the offset record that covers them, commits,
+//! and only then publishes the new flush LSN to the reader.
+//!
+//! A Kafka transaction ends when it holds `batch_max_events` events or
+//! `batch_max_bytes` bytes (even in the middle of a source transaction: the
+//! offset's index says where), or `batch_linger_ms` after it began, or when
+//! the reader stops. When the captured tables are idle, an offset-only
+//! transaction at the server's WAL end lets the slot advance.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use super::{ConnectorError, Item};
+use crate::avro::encode::{EncodePlan, EnvelopeContext};
+use crate::avro::registry::RegistryClient;
+use crate::avro::schema::SchemaNaming;
+use crate::config::ConnectorConfig;
+use crate::event::{ChangeEvent, Lsn, Op, RelationVersion};
+use crate::kafka::offsets::{OFFSET_SCHEMA, OffsetRecord};
+use crate::kafka::producer::TxProducer;
+use crate::kafka::topic;
+
+/// Everything needed to write one relation version's events.
+struct Plan {
+    encode: EncodePlan,
+    topic: String,
+    key_id: Option<u32>,
+    value_id: u32,
+}
+
+/// The open Kafka transaction.
+struct Batch {
+    started: Instant,
+    events: usize,
+    bytes: usize,
+}
+
+pub(super) struct Writer {
+    cfg: Arc<ConnectorConfig>,
+    producer: TxProducer,
+    registry: RegistryClient,
+    naming: SchemaNaming,
+    plans: HashMap<(u32, u64), Arc<Plan>>,
+    warned_columns: HashSet<(u32, String)>,
+    /// The last offset committed to Kafka.
+    durable: OffsetRecord,
+    /// The offset the open (or next) transaction will commit.
+    pending: OffsetRecord,
+    batch: Option<Batch>,
+    last_commit: Instant,
+    offset_schema_id: Option<u32>,
+    flushed: watch::Sender<Lsn>,
+    key_buf: Vec<u8>,
+    value_buf: Vec<u8>,
+    version: &'static str,
+}
+
+impl Writer {
+    pub(super) fn new(
+        cfg: Arc<ConnectorConfig>,
+        producer: TxProducer,
+        registry: RegistryClient,
+        initial: OffsetRecord,
+        flushed: watch::Sender<Lsn>,
+    ) -> Writer {
+        let naming = SchemaNaming {
+            topic_prefix: cfg.kafka.topic_prefix.clone(),
+            database: cfg.postgres.database.clone(),
+        };
+        Writer {
+            cfg,
+            producer,
+            registry,
+            naming,
+            plans: HashMap::new(),
+            warned_columns: HashSet::new(),
+            durable: initial.clone(),
+            pending: initial,
+            batch: None,
+            last_commit: Instant::now(),
+            offset_schema_id: None,
+            flushed,
+            key_buf: Vec::with_capacity(256),
+            value_buf: Vec::with_capacity(4096),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+
+    /// Runs until the reader closes the channel; commits what is open and
+    /// returns the final flush LSN. On error, the open transaction is
+    /// aborted (best effort; the next producer's fencing aborts it anyway).
+    pub(super) async fn run(mut self, rx: mpsc::Receiver<Item>) -> Result<Lsn, ConnectorError> {
+        let result = self.run_inner(rx).await;
+        if result.is_err() && self.batch.is_some() {
+            let _ = self.producer.abort().await;
+        }
+        result
+    }
+
+    async fn run_inner(&mut self, mut rx: mpsc::Receiver<Item>) -> Result<Lsn, ConnectorError> {
+        let linger = Duration::from_millis(self.cfg.kafka.batch_linger_ms);
+        loop {
+            let deadline = self
+                .batch
+                .as_ref()
+                .map(|b| tokio::time::Instant::from_std(b.started + linger));
+            // Priority: a due commit first (bounds latency even under a
+            // steady stream), then new items.
+            tokio::select! {
+                biased;
+                _ = sleep_until_opt(deadline), if deadline.is_some() => self.commit().await?,
+                item = rx.recv() => match item {
+                    None => break,
+                    Some(item) => self.handle(item).await?,
+                },
+            }
+        }
+        if self.batch.is_some() {
+            self.commit().await?;
+        }
+        Ok(self.durable.flush_lsn)
+    }
+
+    async fn handle(&mut self, item: Item) -> Result<(), ConnectorError> {
+        match item {
+            Item::Change(event) => {
+                self.write_change(&event).await?;
+                self.pending.commit_lsn = event.position.commit_lsn;
+                self.pending.index = Some(event.position.index);
+                self.pending.txn_complete = false;
+                if let Some(b) = &self.batch
+                    && (b.events >= self.cfg.kafka.batch_max_events
+                        || b.bytes >= self.cfg.kafka.batch_max_bytes)
+                {
+                    self.commit().await?;
+                }
+            }
+            Item::Commit {
+                commit_lsn,
+                end_lsn,
+            } => {
+                if self.pending.commit_lsn != commit_lsn {
+                    // None of this transaction was written in this run
+                    // (covered by the stored offset, or nothing captured).
+                    self.pending.index = None;
+                }
+                self.pending.commit_lsn = commit_lsn;
+                self.pending.txn_complete = true;
+                self.pending.flush_lsn = self.pending.flush_lsn.max(end_lsn);
+            }
+            Item::Idle { wal_end } => {
+                let interval = Duration::from_millis(self.cfg.kafka.idle_offset_interval_ms);
+                if self.batch.is_none()
+                    && wal_end > self.pending.flush_lsn
+                    && wal_end > self.pending.commit_lsn
+                    && self.last_commit.elapsed() >= interval
+                {
+                    // Every transaction committing before wal_end was sent
+                    // and handled; one committing at or after it was not.
+                    self.pending.commit_lsn = wal_end;
+                    self.pending.index = None;
+                    self.pending.txn_complete = false;
+                    self.pending.flush_lsn = wal_end;
+                    self.commit().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn begin_if_needed(&mut self) -> Result<(), ConnectorError> {
+        if self.batch.is_none() {
+            self.producer.begin()?;
+            self.batch = Some(Batch {
+                started: Instant::now(),
+                events: 0,
+                bytes: 0,
+            });
+        }
+        Ok(())
+    }
+
+    async fn write_change(&mut self, event: &ChangeEvent) -> Result<(), ConnectorError> {
+        if event.op == Op::Truncate && !self.cfg.kafka.emit_truncate {
+            return Ok(());
+        }
+        let plan = self.plan_for(&event.relation).await?;
+        self.begin_if_needed()?;
+        // An update that changes the key is, for keyed consumers, a delete
+        // of the old key and a create of the new one (as Debezium emits it).
+        if plan.encode.key_changed(event) {
+            let delete = ChangeEvent {
+                op: Op::Delete,
+                new: None,
+                ..event.clone()
+            };
+            let create = ChangeEvent {
+                op: Op::Create,
+                old: None,
+                ..event.clone()
+            };
+            self.produce(&plan, &delete).await?;
+            return self.produce(&plan, &create).await;
+        }
+        self.produce(&plan, event).await
+    }
+
+    /// Encodes and sends one event (plus its tombstone for a delete).
+    async fn produce(&mut self, plan: &Plan, event: &ChangeEvent) -> Result<(), ConnectorError> {
+        let key = match plan.key_id {
+            Some(id) => {
+                self.key_buf.clear();
+                push_header(&mut self.key_buf, id);
+                let r = plan.encode.encode_event_key(event, &mut self.key_buf);
+                self.encode_err(plan, event, r)?
+            }
+            None => false,
+        };
+        self.value_buf.clear();
+        push_header(&mut self.value_buf, plan.value_id);
+        let ctx = EnvelopeContext {
+            connector_version: self.version,
+            name: &self.cfg.kafka.topic_prefix,
+            db: &self.cfg.postgres.database,
+            snapshot: "false",
+            now_us: now_us(),
+        };
+        let r = plan.encode.encode_value(event, &ctx, &mut self.value_buf);
+        self.encode_err(plan, event, r)?;
+        let key_bytes = key.then_some(self.key_buf.as_slice());
+        self.producer
+            .send(&plan.topic, key_bytes, Some(&self.value_buf))
+            .await?;
+        let mut bytes = self.key_buf.len() + self.value_buf.len();
+        let mut events = 1;
+        if event.op == Op::Delete && self.cfg.kafka.tombstones_on_delete && key {
+            self.producer.send(&plan.topic, key_bytes, None).await?;
+            bytes += self.key_buf.len();
+            events += 1;
+        }
+        if let Some(b) = &mut self.batch {
+            b.events += events;
+            b.bytes += bytes;
+        }
+        Ok(())
+    }
+
+    fn encode_err<T>(
+        &self,
+        plan: &Plan,
+        event: &ChangeEvent,
+        r: Result<T, crate::avro::encode::EncodeError>,
+    ) -> Result<T, ConnectorError> {
+        r.map_err(|source| ConnectorError::Encode {
+            table: plan.topic.clone(),
+            position: event.position,
+            source,
+        })
+    }
+
+    /// The plan for a relation version: derived, topic ensured and schemas
+    /// registered the first time it is seen.
+    async fn plan_for(&mut self, rv: &Arc<RelationVersion>) -> Result<Arc<Plan>, ConnectorError> {
+        let id = (rv.relation.oid, rv.version);
+        if let Some(p) = self.plans.get(&id) {
+            return Ok(Arc::clone(p));
+        }
+        let table = format!("{}.{}", rv.relation.schema, rv.relation.name);
+        let encode =
+            EncodePlan::new(rv, &self.naming).map_err(|source| ConnectorError::Schema {
+                table: table.clone(),
+                source,
+            })?;
+        let topic = topic::table_topic(
+            &self.cfg.kafka.topic_prefix,
+            &rv.relation.schema,
+            &rv.relation.name,
+        );
+        self.producer.ensure_topic(&topic, false).await?;
+        let key_id = match encode.key_schema() {
+            Some(schema) => Some(self.register(&topic::key_subject(&topic), schema).await?),
+            None => None,
+        };
+        let value_id = self
+            .register(&topic::value_subject(&topic), encode.value_schema())
+            .await?;
+        for column in encode.fallback_columns() {
+            if self.warned_columns.insert((rv.relation.oid, column.to_owned())) {
+                warn!(connector = %self.cfg.name, table = %table, column = %column, "column type has no dedicated mapping yet; carrying its text form as an Avro string");
+            }
+        }
+        info!(connector = %self.cfg.name, table = %table, shape = rv.version, key_schema_id = ?key_id, value_schema_id = value_id, "schema registered");
+        let plan = Arc::new(Plan {
+            encode,
+            topic,
+            key_id,
+            value_id,
+        });
+        self.plans.insert(id, Arc::clone(&plan));
+        Ok(plan)
+    }
+
+    async fn register(&self, subject: &str, schema: &str) -> Result<u32, ConnectorError> {
+        self.registry
+            .register(subject, schema)
+            .await
+            .map_err(|source| ConnectorError::Registry {
+                subject: subject.to_owned(),
+                source,
+            })
+    }
+
+    /// Writes the offset record into the open transaction (opening one for
+    /// an offset-only commit) and commits. Only after the commit succeeds
+    /// does the new flush LSN reach the reader.
+    async fn commit(&mut self) -> Result<(), ConnectorError> {
+        let schema_id = match self.offset_schema_id {
+            Some(id) => id,
+            None => {
+                let subject = topic::value_subject(&self.cfg.kafka.offsets_topic);
+                let id = self.register(&subject, OFFSET_SCHEMA).await?;
+                self.offset_schema_id = Some(id);
+                id
+            }
+        };
+        self.begin_if_needed()?;
+        self.pending.written_at_ms = now_us() / 1000;
+        let mut value = Vec::with_capacity(128);
+        push_header(&mut value, schema_id);
+        value.extend(self.pending.to_avro());
+        self.producer
+            .send(
+                &self.cfg.kafka.offsets_topic,
+                Some(self.cfg.name.as_str().as_bytes()),
+                Some(&value),
+            )
+            .await?;
+        let started = Instant::now();
+        self.producer.commit().await?;
+        let batch = self.batch.take();
+        self.durable = self.pending.clone();
+        self.last_commit = Instant::now();
+        tracing::debug!(
+            connector = %self.cfg.name,
+            events = batch.as_ref().map_or(0, |b| b.events),
+            commit_ms = started.elapsed().as_millis() as u64,
+            flush = %self.durable.flush_lsn,
+            "kafka transaction committed"
+        );
+        self.flushed.send_if_modified(|f| {
+            if self.durable.flush_lsn > *f {
+                *f = self.durable.flush_lsn;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Confluent wire format header: magic byte 0, then the schema id.
+fn push_header(buf: &mut Vec<u8>, schema_id: u32) {
+    buf.push(0);
+    buf.extend_from_slice(&schema_id.to_be_bytes());
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

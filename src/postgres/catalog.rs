@@ -1,0 +1,339 @@
+//! The ordinary (non-replication) connection: preflight checks, the
+//! publication, slot state, and catalog facts pgoutput does not send
+//! (column nullability).
+//!
+//! Every check here exists so that a misconfigured database stops the
+//! connector *before* anything is streamed, with a message naming the fix,
+//! instead of losing or skipping data later.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+use super::PgError;
+use crate::config::{ConnectorConfig, PostgresConfig, TableName, quote_ident};
+use crate::event::Lsn;
+
+/// A connected catalog client. The connection task ends when it is dropped.
+pub struct Catalog {
+    client: Client,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Catalog {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+/// What `pg_replication_slots` says about a slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotState {
+    pub plugin: Option<String>,
+    pub database: Option<String>,
+    pub slot_type: String,
+    pub active: bool,
+    pub confirmed_flush_lsn: Option<Lsn>,
+}
+
+impl Catalog {
+    pub async fn connect(cfg: &PostgresConfig) -> Result<Catalog, PgError> {
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(&cfg.host)
+            .port(cfg.port)
+            .user(&cfg.user)
+            .dbname(&cfg.database)
+            .application_name("siphon")
+            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms));
+        if let Some(p) = &cfg.password {
+            pg.password(p.expose());
+        }
+        let (client, connection) =
+            pg.connect(NoTls)
+                .await
+                .map_err(|source| PgError::Connect {
+                    host: cfg.host.clone(),
+                    port: cfg.port,
+                    user: cfg.user.clone(),
+                    database: cfg.database.clone(),
+                    source,
+                })?;
+        let connection = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "catalog connection closed");
+            }
+        });
+        Ok(Catalog { client, connection })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Checks everything that would make streaming fail or lose data, and
+    /// reports all problems at once.
+    pub async fn preflight(&self, cfg: &ConnectorConfig) -> Result<(), PgError> {
+        let mut problems = Vec::new();
+        let q = |e| PgError::Query {
+            what: "preflight checks",
+            source: e,
+        };
+        let wal_level: String = self
+            .client
+            .query_one("SHOW wal_level", &[])
+            .await
+            .map_err(q)?
+            .get(0);
+        if wal_level != "logical" {
+            problems.push(format!(
+                "wal_level is {wal_level:?}, logical replication needs \"logical\": run ALTER SYSTEM SET wal_level = logical; and restart PostgreSQL"
+            ));
+        }
+        let row = self
+            .client
+            .query_one(
+                "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await
+            .map_err(q)?;
+        if !row.get::<_, bool>(0) {
+            problems.push(format!(
+                "role {} may not stream changes: run ALTER ROLE {} WITH REPLICATION;",
+                cfg.postgres.user,
+                quote_ident(&cfg.postgres.user)
+            ));
+        }
+        for table in &cfg.postgres.tables {
+            if let Some(p) = self.check_table(table).await? {
+                problems.push(p);
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(PgError::Preflight {
+                connector: cfg.name.to_string(),
+                problems,
+            })
+        }
+    }
+
+    async fn check_table(&self, table: &TableName) -> Result<Option<String>, PgError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT c.relreplident::text,
+                        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+                        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident),
+                        has_table_privilege(c.oid, 'SELECT'),
+                        c.relkind::text
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = $1 AND c.relname = $2",
+                &[&table.schema, &table.table],
+            )
+            .await
+            .map_err(|e| PgError::Query {
+                what: "table checks",
+                source: e,
+            })?;
+        let Some(row) = row else {
+            return Ok(Some(format!(
+                "table {table} does not exist: create it or remove it from postgres.tables"
+            )));
+        };
+        let identity: String = row.get(0);
+        let has_pk: bool = row.get(1);
+        let has_identity_index: bool = row.get(2);
+        let can_select: bool = row.get(3);
+        let kind: String = row.get(4);
+        if kind != "r" && kind != "p" {
+            return Ok(Some(format!(
+                "{table} is not a table (relkind {kind:?}): only tables can be published"
+            )));
+        }
+        let fix = format!(
+            "add a primary key, or run ALTER TABLE {} REPLICA IDENTITY FULL;",
+            table.quoted()
+        );
+        let problem = match identity.as_str() {
+            "d" if !has_pk => Some(format!(
+                "table {table} has no primary key and REPLICA IDENTITY DEFAULT, so its updates and deletes cannot be captured: {fix}"
+            )),
+            "n" => Some(format!(
+                "table {table} has REPLICA IDENTITY NOTHING, so its updates and deletes cannot be captured: {fix}"
+            )),
+            "i" if !has_identity_index => Some(format!(
+                "table {table} has REPLICA IDENTITY USING INDEX but the index is gone: {fix}"
+            )),
+            _ if !can_select => Some(format!(
+                "role may not read table {table}: run GRANT SELECT ON {} TO <siphon role>;",
+                table.quoted()
+            )),
+            _ => None,
+        };
+        Ok(problem)
+    }
+
+    /// Creates the publication for the configured tables when it does not
+    /// exist; when it does, checks that it publishes all of them.
+    pub async fn ensure_publication(&self, cfg: &ConnectorConfig) -> Result<(), PgError> {
+        let pg = &cfg.postgres;
+        let q = |e| PgError::Query {
+            what: "publication",
+            source: e,
+        };
+        let exists = self
+            .client
+            .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&pg.publication])
+            .await
+            .map_err(q)?
+            .is_some();
+        let tables = pg
+            .tables
+            .iter()
+            .map(TableName::quoted)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !exists {
+            if !pg.create_publication {
+                return Err(PgError::Preflight {
+                    connector: cfg.name.to_string(),
+                    problems: vec![format!(
+                        "publication {} does not exist and postgres.create_publication is false: run CREATE PUBLICATION {} FOR TABLE {tables};",
+                        pg.publication,
+                        quote_ident(&pg.publication)
+                    )],
+                });
+            }
+            let sql = format!(
+                "CREATE PUBLICATION {} FOR TABLE {tables}",
+                quote_ident(&pg.publication)
+            );
+            return match self.client.batch_execute(&sql).await {
+                Ok(()) => {
+                    tracing::info!(connector = %cfg.name, publication = %pg.publication, "created publication");
+                    Ok(())
+                }
+                Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+                    Err(PgError::Preflight {
+                        connector: cfg.name.to_string(),
+                        problems: vec![format!(
+                            "role {} may not create publication {}: have a table owner run CREATE PUBLICATION {} FOR TABLE {tables}; and set postgres.create_publication = false",
+                            pg.user,
+                            pg.publication,
+                            quote_ident(&pg.publication)
+                        )],
+                    })
+                }
+                Err(e) => Err(q(e)),
+            };
+        }
+        let rows = self
+            .client
+            .query(
+                "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+                &[&pg.publication],
+            )
+            .await
+            .map_err(q)?;
+        let published: Vec<TableName> = rows
+            .iter()
+            .map(|r| TableName {
+                schema: r.get(0),
+                table: r.get(1),
+            })
+            .collect();
+        let missing: Vec<String> = pg
+            .tables
+            .iter()
+            .filter(|t| !published.contains(t))
+            .map(|t| t.to_string())
+            .collect();
+        if !missing.is_empty() {
+            let quoted: Vec<String> = pg
+                .tables
+                .iter()
+                .filter(|t| !published.contains(t))
+                .map(TableName::quoted)
+                .collect();
+            return Err(PgError::Preflight {
+                connector: cfg.name.to_string(),
+                problems: vec![format!(
+                    "publication {} does not publish {}: run ALTER PUBLICATION {} ADD TABLE {};",
+                    pg.publication,
+                    missing.join(", "),
+                    quote_ident(&pg.publication),
+                    quoted.join(", ")
+                )],
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn slot_state(&self, slot: &str) -> Result<Option<SlotState>, PgError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT plugin::text, database::text, slot_type, active, confirmed_flush_lsn::text
+                   FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(|e| PgError::Query {
+                what: "slot state",
+                source: e,
+            })?;
+        Ok(row.map(|r| SlotState {
+            plugin: r.get(0),
+            database: r.get(1),
+            slot_type: r.get(2),
+            active: r.get(3),
+            confirmed_flush_lsn: r
+                .get::<_, Option<String>>(4)
+                .and_then(|s| s.parse().ok()),
+        }))
+    }
+
+    /// Facts pgoutput's Relation message does not carry, per column name,
+    /// as the catalog says now: whether the column accepts NULL and whether
+    /// it is part of the primary key. Debezium reads them the same way.
+    pub async fn column_facts(&self, relation_oid: u32) -> Result<HashMap<String, ColumnFacts>, PgError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT a.attname::text, NOT a.attnotnull,
+                        COALESCE(a.attnum = ANY (i.indkey::int2[]), false)
+                   FROM pg_attribute a
+                   LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&relation_oid],
+            )
+            .await
+            .map_err(|e| PgError::Query {
+                what: "column facts",
+                source: e,
+            })?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    ColumnFacts {
+                        nullable: r.get(1),
+                        in_primary_key: r.get(2),
+                    },
+                )
+            })
+            .collect())
+    }
+}
+
+/// Catalog facts about one column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ColumnFacts {
+    pub nullable: bool,
+    pub in_primary_key: bool,
+}

@@ -1,0 +1,140 @@
+//! PostgreSQL: the replication protocol client, the pgoutput decoder, and
+//! the catalog connection used for preflight checks and metadata.
+
+pub mod catalog;
+pub mod pgoutput;
+pub mod replication;
+
+use tokio_postgres::error::SqlState;
+
+use crate::error::ErrorClass;
+use crate::event::Lsn;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("cannot connect to PostgreSQL at {host}:{port} as {user} (database {database}){}", connect_hint(.source))]
+    Connect {
+        host: String,
+        port: u16,
+        user: String,
+        database: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("PostgreSQL query for {what} failed")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("connector {connector} cannot start:\n  - {}", .problems.join("\n  - "))]
+    Preflight {
+        connector: String,
+        problems: Vec<String>,
+    },
+    #[error("replication connection failed (slot {slot})")]
+    Replication {
+        slot: String,
+        #[source]
+        source: replication::ReplicationError,
+    },
+    #[error("cannot decode a pgoutput message at {lsn}")]
+    Decode {
+        lsn: Lsn,
+        #[source]
+        source: pgoutput::DecodeError,
+    },
+    #[error("pgoutput sent a change for relation oid {oid} before describing it (no Relation message)")]
+    UnknownRelation { oid: u32 },
+    #[error(
+        "replication slot {slot} does not exist but connector {connector} has a stored offset at {flush_lsn}: the changes since then are gone. \
+         Changes were lost outside siphon; re-snapshot the tables into a new connector (new name), or drop the stored offset to accept the loss"
+    )]
+    SlotLost {
+        connector: String,
+        slot: String,
+        flush_lsn: Lsn,
+    },
+    #[error(
+        "replication slot {slot} does not exist and postgres.create_slot is false: run SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput'); or set create_slot = true"
+    )]
+    SlotMissing { slot: String },
+    #[error(
+        "replication slot {slot} has confirmed {confirmed} but connector {connector} stored only {stored}: \
+         changes in between were consumed outside siphon and are lost. Stop whatever else reads this slot; re-snapshot into a new connector"
+    )]
+    SlotAhead {
+        connector: String,
+        slot: String,
+        confirmed: Lsn,
+        stored: Lsn,
+    },
+    #[error("replication slot {slot} is not a pgoutput logical slot of database {database} (plugin {plugin:?}, database {found_db:?}): choose another postgres.slot")]
+    SlotMismatch {
+        slot: String,
+        database: String,
+        plugin: Option<String>,
+        found_db: Option<String>,
+    },
+    #[error(
+        "PostgreSQL {what} changed: the stored offset of connector {connector} belongs to {stored}, the server is {found}. \
+         Its positions mean nothing here (restore or failover to an unsynced server); start a new connector with a snapshot"
+    )]
+    SystemChanged {
+        connector: String,
+        what: &'static str,
+        stored: String,
+        found: String,
+    },
+}
+
+fn connect_hint(e: &tokio_postgres::Error) -> &'static str {
+    match e.code() {
+        Some(c) if *c == SqlState::INVALID_PASSWORD => {
+            ": password authentication failed; check the password in postgres.password_env / password_file"
+        }
+        Some(c) if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
+            ": the server refused the login; check pg_hba.conf allows this user from this host"
+        }
+        Some(c) if *c == SqlState::INVALID_CATALOG_NAME => {
+            ": the database does not exist; check postgres.database"
+        }
+        _ => "",
+    }
+}
+
+impl PgError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            PgError::Connect { source, .. } | PgError::Query { source, .. } => {
+                classify_sqlstate(source.code())
+            }
+            PgError::Replication { source, .. } => {
+                if source.is_transient() {
+                    ErrorClass::Transient
+                } else {
+                    ErrorClass::Fatal
+                }
+            }
+            _ => ErrorClass::Fatal,
+        }
+    }
+}
+
+/// Errors with no SQLSTATE are I/O (server down, network cut): transient.
+/// Authentication, privilege and configuration errors need an operator.
+fn classify_sqlstate(code: Option<&SqlState>) -> ErrorClass {
+    let Some(code) = code else {
+        return ErrorClass::Transient;
+    };
+    let class = &code.code()[..2];
+    match class {
+        // connection exception, operator intervention (shutdown), insufficient
+        // resources, system error, object in use / lock not available.
+        "08" | "57" | "53" | "58" | "40" => ErrorClass::Transient,
+        "55" if *code == SqlState::OBJECT_IN_USE || *code == SqlState::LOCK_NOT_AVAILABLE => {
+            ErrorClass::Transient
+        }
+        _ => ErrorClass::Fatal,
+    }
+}

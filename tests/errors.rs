@@ -1,0 +1,213 @@
+//! Bad input gets a clear error naming the fix, and never loses data:
+//! connector file mistakes, wal_level not logical, a wrong password, a table
+//! without a primary key or replica identity.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use support::kafka::{Broker, read_committed};
+use support::poll_until;
+use support::postgres::{PgCluster, PgOptions};
+use support::registry::RegistryStandIn;
+use support::siphon::{Siphon, connector_file};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn siphon(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_siphon"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run siphon")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_file_with_three_mistakes_gets_one_error_listing_all_three() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        r#"name = "bad"
+[postgres]
+database = "shop"
+user = "siphon"
+tables = ["orders"]
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+topic_prefix = "shop"
+batch_linger = 5
+[registry]
+url = "localhost:8081"
+"#,
+    )
+    .unwrap();
+    for command in ["check", "run"] {
+        let out = siphon(&[command, file.to_str().unwrap()], &[]);
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let f = file.display();
+        let lines: Vec<String> = stderr(&out).lines().map(str::to_owned).collect();
+        assert_eq!(
+            lines,
+            vec![
+                format!("{f}: postgres.tables: \"orders\" is not of the form \"schema.table\""),
+                format!(
+                    "{f}: kafka.batch_linger: unknown key; did you mean \"batch_linger_ms\"? (known keys: bootstrap_servers, topic_prefix, offsets_topic, create_topics, topic_partitions, topic_replication_factor, transaction_timeout_ms, commit_timeout_ms, batch_max_events, batch_max_bytes, batch_linger_ms, tombstones_on_delete, emit_truncate, idle_offset_interval_ms, properties)"
+                ),
+                format!("{f}: registry.url: must start with http:// or https://, got \"localhost:8081\""),
+            ],
+            "{command}"
+        );
+    }
+}
+
+/// Runs siphon until it exits by itself (a fatal error) and returns its log.
+fn run_until_fatal(connector: &Path, log_dir: &Path, env: &[(&str, &str)]) -> String {
+    let mut s = Siphon::start(connector, log_dir, env);
+    let status = s
+        .wait(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("siphon kept running:\n{}", s.log()));
+    assert!(!status.success(), "siphon succeeded:\n{}", s.log());
+    s.log()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_level_replica_is_refused_with_the_fix() {
+    let pg = PgCluster::start_with(PgOptions {
+        wal_level: "replica".into(),
+        ..PgOptions::default()
+    });
+    pg.create_database("shop");
+    pg.psql("shop", "CREATE TABLE t (id int PRIMARY KEY)");
+    let broker = Broker::start();
+    let registry = RegistryStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = connector_file(dir.path(), "shop", &pg, "shop", &broker, &registry.url, &["public.t"], "");
+    let log = run_until_fatal(&file, dir.path(), &[]);
+    assert!(
+        log.contains("wal_level is \"replica\", logical replication needs \"logical\": run ALTER SYSTEM SET wal_level = logical; and restart PostgreSQL"),
+        "{log}"
+    );
+    // Nothing was created on the way to the error.
+    assert_eq!(pg.psql("shop", "SELECT count(*) FROM pg_replication_slots"), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_without_key_or_identity_is_named_with_the_fix_and_nothing_is_lost() {
+    let pg = PgCluster::start();
+    pg.create_database("shop");
+    pg.psql(
+        "shop",
+        "CREATE TABLE keyed (id int PRIMARY KEY, v text);
+         CREATE TABLE loose (v text);",
+    );
+    let broker = Broker::start();
+    let registry = RegistryStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = connector_file(
+        dir.path(),
+        "shop",
+        &pg,
+        "shop",
+        &broker,
+        &registry.url,
+        &["public.keyed", "public.loose"],
+        "",
+    );
+    let log = run_until_fatal(&file, dir.path(), &[]);
+    assert!(
+        log.contains("table public.loose has no primary key and REPLICA IDENTITY DEFAULT, so its updates and deletes cannot be captured: add a primary key, or run ALTER TABLE \"public\".\"loose\" REPLICA IDENTITY FULL;"),
+        "{log}"
+    );
+
+    // The operator applies the fix; siphon then captures everything,
+    // including deletes of the key-less table (whole old row as before).
+    pg.psql("shop", "ALTER TABLE loose REPLICA IDENTITY FULL");
+    let s = Siphon::start(&file, dir.path(), &[]);
+    poll_until(WAIT, "slot active", async || {
+        (pg.psql("shop", "SELECT count(*) FROM pg_replication_slots WHERE active") == "1").then_some(())
+    })
+    .await;
+    pg.psql(
+        "shop",
+        "INSERT INTO keyed VALUES (1, 'a'); INSERT INTO loose VALUES ('x'); DELETE FROM loose;",
+    );
+    let bootstrap = broker.bootstrap.clone();
+    poll_until(WAIT, "events of both tables", async || {
+        let keyed = read_committed(&bootstrap, "shop.public.keyed").len();
+        let loose = read_committed(&bootstrap, "shop.public.loose").len();
+        assert!(keyed <= 1 && loose <= 2, "too many events:\n{}", s.log());
+        (keyed == 1 && loose == 2).then_some(())
+    })
+    .await;
+    // A key-less table's events have no key, so no tombstone follows a delete.
+    let loose = read_committed(&broker.bootstrap, "shop.public.loose");
+    assert!(loose.iter().all(|r| r.key.is_none() && r.value.is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_fatal_and_changes_made_meanwhile_are_not_lost() {
+    let pg = PgCluster::start_with(PgOptions {
+        auth_method: "scram-sha-256".into(),
+        password: Some("right-password".into()),
+        ..PgOptions::default()
+    });
+    pg.create_database("shop");
+    pg.psql("shop", "CREATE TABLE t (id int PRIMARY KEY)");
+    let broker = Broker::start();
+    let registry = RegistryStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = connector_file(
+        dir.path(),
+        "shop",
+        &pg,
+        "shop",
+        &broker,
+        &registry.url,
+        &["public.t"],
+        "",
+    );
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text = text.replace("[postgres]\n", "[postgres]\npassword_env = \"SHOP_PG_PASSWORD\"\n");
+    std::fs::write(&file, text).unwrap();
+    let topic = "shop.public.t";
+
+    // A working connector streams for a while and stops.
+    let mut s = Siphon::start(&file, dir.path(), &[("SHOP_PG_PASSWORD", "right-password")]);
+    poll_until(WAIT, "slot active", async || {
+        (pg.psql("shop", "SELECT count(*) FROM pg_replication_slots WHERE active") == "1").then_some(())
+    })
+    .await;
+    pg.psql("shop", "INSERT INTO t SELECT generate_series(1, 10)");
+    let bootstrap = broker.bootstrap.clone();
+    poll_until(WAIT, "first 10 events", async || {
+        (read_committed(&bootstrap, topic).len() == 10).then_some(())
+    })
+    .await;
+    assert!(s.stop().success());
+
+    // Changes happen while it is down; it comes back with a wrong password.
+    pg.psql("shop", "INSERT INTO t SELECT generate_series(11, 20)");
+    let log = run_until_fatal(&file, dir.path(), &[("SHOP_PG_PASSWORD", "wrong-password")]);
+    assert!(
+        log.contains("password authentication failed; check the password in postgres.password_env / password_file"),
+        "{log}"
+    );
+    assert!(!log.contains("wrong-password") && !log.contains("right-password"), "{log}");
+
+    // With the password fixed, the changes made meanwhile all arrive, once.
+    let s = Siphon::start(&file, dir.path(), &[("SHOP_PG_PASSWORD", "right-password")]);
+    poll_until(WAIT, "all 20 events", async || {
+        let n = read_committed(&bootstrap, topic).len();
+        assert!(n <= 20, "duplicates:\n{}", s.log());
+        (n == 20).then_some(())
+    })
+    .await;
+}

@@ -1,0 +1,180 @@
+//! A tansu broker (a real Kafka-protocol broker, memory storage) per test,
+//! on a free loopback port, and a read_committed consumer that reads topics
+//! back.
+//!
+//! tansu does not list aborted transactions in Fetch responses (DESIGN.md,
+//! "Known broker gaps"): records of aborted transactions are visible to the
+//! read_committed consumer here. Tests that rely on isolation of aborted
+//! transactions need the faithful proxy of the faults work.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// The tansu binary: `$SIPHON_TANSU`, `~/.cargo/bin/tansu`, or `tansu` on PATH.
+pub fn tansu_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("SIPHON_TANSU") {
+        return PathBuf::from(p);
+    }
+    if let Ok(home) = std::env::var("HOME") {
+        let p = PathBuf::from(home).join(".cargo/bin/tansu");
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from("tansu")
+}
+
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+    pub bootstrap: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let dir = tempfile::tempdir().expect("temp dir for tansu");
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = dir.path().join("tansu.log");
+        let log_file = std::fs::File::create(&log).expect("tansu log file");
+        let child = Command::new(tansu_binary())
+            .arg("broker")
+            .arg("--listener-url")
+            .arg(&url)
+            .arg("--advertised-listener-url")
+            .arg(&url)
+            .arg("--storage-engine")
+            .arg("memory://tansu/")
+            .stdout(Stdio::from(log_file.try_clone().expect("log handle")))
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start tansu ({}): {e}; .ci/run installs it",
+                    tansu_binary().display()
+                )
+            });
+        let broker = Broker {
+            child,
+            port,
+            bootstrap: format!("127.0.0.1:{port}"),
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {port}: {}",
+                broker.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        broker
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// One record as a consumer sees it.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Reads every committed record of `topic` (all partitions) with
+/// `isolation.level=read_committed`, up to the current end. A topic that
+/// does not exist yet reads as empty.
+pub fn read_committed(bootstrap: &str, topic: &str) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "siphon-tests")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .expect("test consumer");
+    let timeout = Duration::from_secs(10);
+    let metadata = match consumer.fetch_metadata(Some(topic), timeout) {
+        Ok(m) => m,
+        Err(_) => return Vec::new(),
+    };
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut pending = HashSet::new();
+    for p in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .expect("watermarks");
+        if high > low {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("assign");
+            pending.insert(p);
+        }
+    }
+    let mut out = Vec::new();
+    if pending.is_empty() {
+        return out;
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pending.is_empty() {
+        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            Some(Ok(m)) => out.push(Record {
+                topic: m.topic().to_owned(),
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+            }),
+        }
+    }
+    out.sort_by_key(|r| (r.partition, r.offset));
+    out
+}

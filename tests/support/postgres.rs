@@ -1,0 +1,505 @@
+//! A throwaway PostgreSQL 15 cluster for integration tests.
+//!
+//! Each [`PgCluster`] is its own `initdb` in a fresh temporary directory,
+//! listening on `127.0.0.1` on a free port and on a unix socket inside that
+//! directory. It never touches the machine's own PostgreSQL service (port
+//! 5432): only the binaries in [`PG_BIN`] are used. Dropping the cluster stops
+//! the server (`immediate`) and removes the directory.
+//!
+//! `initdb` and `pg_ctl` refuse to run as root, so when the tests run as root
+//! the server commands go through `runuser -u postgres --` and the directory
+//! is handed to the `postgres` OS user. `psql` always connects as the
+//! `postgres` superuser through the unix socket, which is `trust` whatever
+//! the TCP authentication method is.
+//!
+//! Everything here panics on failure with the server log's tail: it is test
+//! support, and a cluster that does not come up is a broken test bed.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the PostgreSQL 15 binaries of the machine image live.
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// The superuser every cluster is created with.
+const SUPERUSER: &str = "postgres";
+
+/// Password given to the superuser when an authentication method other than
+/// `trust` is asked for without one.
+const DEFAULT_PASSWORD: &str = "siphon-test-password";
+
+/// How many ports to try before giving up on starting the server.
+const START_ATTEMPTS: usize = 5;
+
+/// Upper bound for the server to accept connections after `pg_ctl start`.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How to set up a cluster. `PgOptions::default()` gives what
+/// [`PgCluster::start`] uses: `wal_level=logical`, `trust` over TCP.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// `logical` (default) or `replica`.
+    pub wal_level: String,
+    /// pg_hba method for TCP connections (normal and replication) from
+    /// 127.0.0.1: `trust` (default), `password`, `md5` or `scram-sha-256`.
+    pub auth_method: String,
+    /// The superuser's password. When `None` and `auth_method` is not
+    /// `trust`, a fixed test password is used ([`PgCluster::password`]).
+    pub password: Option<String>,
+    /// Lines appended verbatim to `postgresql.conf`, e.g. `"wal_sender_timeout = '2s'"`.
+    pub extra_conf: Vec<String>,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            wal_level: "logical".to_owned(),
+            auth_method: "trust".to_owned(),
+            password: None,
+            extra_conf: Vec::new(),
+        }
+    }
+}
+
+/// A running (or stopped, see [`PgCluster::stop`]) private PostgreSQL cluster.
+pub struct PgCluster {
+    // Declared first so it is dropped last: the server is stopped in `Drop`
+    // before the directory goes away.
+    dir: tempfile::TempDir,
+    data_dir: PathBuf,
+    socket_dir: PathBuf,
+    log_file: PathBuf,
+    port: u16,
+    password: Option<String>,
+    /// Run server commands through `runuser -u postgres --` (we are root).
+    as_postgres: bool,
+    running: bool,
+}
+
+impl PgCluster {
+    /// A cluster with `wal_level=logical` and `trust` authentication.
+    pub fn start() -> PgCluster {
+        PgCluster::start_with(PgOptions::default())
+    }
+
+    /// A cluster set up as `opts` says.
+    pub fn start_with(opts: PgOptions) -> PgCluster {
+        let password = match (opts.auth_method.as_str(), opts.password) {
+            ("trust", p) => p,
+            (_, Some(p)) => Some(p),
+            (_, None) => Some(DEFAULT_PASSWORD.to_owned()),
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("siphon-pg-")
+            .tempdir()
+            .expect("create temp dir for the test cluster");
+        let as_postgres = fs::metadata(dir.path()).expect("stat temp dir").uid() == 0;
+        if as_postgres {
+            let (uid, gid) = postgres_os_user();
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .expect("chown temp dir to the postgres user");
+        }
+        let mut cluster = PgCluster {
+            data_dir: dir.path().join("data"),
+            socket_dir: dir.path().to_path_buf(),
+            log_file: dir.path().join("server.log"),
+            dir,
+            port: 0,
+            password,
+            as_postgres,
+            running: false,
+        };
+        cluster.init(&opts.wal_level, &opts.auth_method, &opts.extra_conf);
+
+        let mut last_failure = String::new();
+        for _ in 0..START_ATTEMPTS {
+            cluster.port = free_port();
+            match cluster.try_start() {
+                Ok(()) => {
+                    cluster.running = true;
+                    break;
+                }
+                Err(failure) => last_failure = failure,
+            }
+        }
+        if !cluster.running {
+            panic!(
+                "test PostgreSQL did not start after {START_ATTEMPTS} attempts: {last_failure}\n\
+                 --- server log tail ---\n{}",
+                cluster.log_tail()
+            );
+        }
+        if let Some(password) = cluster.password.clone() {
+            let encryption = if opts.auth_method == "md5" {
+                "md5"
+            } else {
+                "scram-sha-256"
+            };
+            cluster.psql(
+                "postgres",
+                &format!(
+                    "SET password_encryption = '{encryption}';\n\
+                     ALTER ROLE {SUPERUSER} PASSWORD '{}';",
+                    password.replace('\'', "''")
+                ),
+            );
+        }
+        cluster
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn host(&self) -> &str {
+        "127.0.0.1"
+    }
+
+    pub fn user(&self) -> &str {
+        SUPERUSER
+    }
+
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// The data directory (inside the temporary directory).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// A key/value connection string for `tokio_postgres::connect` over TCP.
+    pub fn connection_string(&self, db: &str) -> String {
+        let mut s = format!(
+            "host={} port={} user={} dbname={}",
+            self.host(),
+            self.port,
+            quote_conninfo(SUPERUSER),
+            quote_conninfo(db)
+        );
+        if let Some(password) = &self.password {
+            s.push_str(" password=");
+            s.push_str(&quote_conninfo(password));
+        }
+        s
+    }
+
+    /// A connected tokio-postgres client; its connection task is spawned on
+    /// the current runtime.
+    pub async fn client(&self, db: &str) -> tokio_postgres::Client {
+        let (client, connection) =
+            tokio_postgres::connect(&self.connection_string(db), tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("connect to test PostgreSQL db {db}: {e}"));
+        tokio::spawn(async move {
+            // Ends when the client is dropped or the server goes away; the
+            // test sees that through the client.
+            let _ = connection.await;
+        });
+        client
+    }
+
+    /// Runs `sql` with `psql -X -A -t -v ON_ERROR_STOP=1` through the unix
+    /// socket and returns its output without the trailing newline. Each
+    /// statement runs on its own (the script is fed on stdin), so
+    /// `CREATE DATABASE` works inside a script.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let mut child = pg_command("psql")
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+            .arg("-h")
+            .arg(&self.socket_dir)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-U", SUPERUSER, "-d", db, "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn psql");
+        child
+            .stdin
+            .take()
+            .expect("psql stdin is piped")
+            .write_all(sql.as_bytes())
+            .expect("write SQL to psql");
+        let out = child.wait_with_output().expect("wait for psql");
+        if !out.status.success() {
+            panic!(
+                "psql failed ({}) on db {db}:\n{sql}\n--- stderr ---\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        while stdout.ends_with('\n') {
+            stdout.pop();
+        }
+        stdout
+    }
+
+    /// Stops the server with `pg_ctl stop -m <mode>` (`smart`, `fast` or
+    /// `immediate`) and waits for it to be gone.
+    pub fn stop(&mut self, mode: &str) {
+        assert!(
+            matches!(mode, "smart" | "fast" | "immediate"),
+            "unknown stop mode {mode:?}"
+        );
+        if !self.running {
+            return;
+        }
+        let out = self.pg_ctl(&["stop", "-w", "-t", "60", "-m", mode]);
+        if !out.status.success() {
+            panic!(
+                "pg_ctl stop -m {mode} failed: {}\n--- server log tail ---\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.log_tail()
+            );
+        }
+        self.running = false;
+    }
+
+    /// Starts the server again on the same directory and port.
+    pub fn start_again(&mut self) {
+        if self.running {
+            return;
+        }
+        if let Err(failure) = self.try_start() {
+            panic!(
+                "test PostgreSQL did not start again: {failure}\n--- server log tail ---\n{}",
+                self.log_tail()
+            );
+        }
+        self.running = true;
+    }
+
+    pub fn create_database(&self, name: &str) {
+        self.psql(
+            "postgres",
+            &format!("CREATE DATABASE \"{}\";", name.replace('"', "\"\"")),
+        );
+    }
+
+    /// The last lines of the server log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = fs::read_to_string(&self.log_file).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    fn init(&self, wal_level: &str, auth_method: &str, extra_conf: &[String]) {
+        let out = self
+            .server_command("initdb")
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args([
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "-N",
+            ])
+            .output()
+            .expect("run initdb");
+        if !out.status.success() {
+            panic!(
+                "initdb failed: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+
+        let socket_dir = self.socket_dir.display().to_string().replace('\'', "''");
+        let mut conf = format!(
+            "\n# siphon test cluster\n\
+             listen_addresses = '127.0.0.1'\n\
+             unix_socket_directories = '{socket_dir}'\n\
+             wal_level = {wal_level}\n\
+             max_replication_slots = 20\n\
+             max_wal_senders = 20\n\
+             fsync = off\n\
+             logging_collector = off\n"
+        );
+        for line in extra_conf {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        append(&self.data_dir.join("postgresql.conf"), &conf);
+        // The files initdb wrote belong to postgres and stay writable for
+        // root, so plain file writes work in both modes.
+        fs::write(
+            self.data_dir.join("pg_hba.conf"),
+            format!(
+                "local all all trust\n\
+                 local replication all trust\n\
+                 host all all 127.0.0.1/32 {auth_method}\n\
+                 host replication all 127.0.0.1/32 {auth_method}\n"
+            ),
+        )
+        .expect("write pg_hba.conf");
+    }
+
+    /// One `pg_ctl start` on `self.port`, then `pg_isready` until the server
+    /// accepts TCP connections. Returns a description of the failure.
+    fn try_start(&self) -> Result<(), String> {
+        let mut cmd = self.server_command("pg_ctl");
+        cmd.arg("start")
+            .args(["-w", "-t", "60", "-D"])
+            .arg(&self.data_dir)
+            .arg("-l")
+            .arg(&self.log_file)
+            .arg("-o")
+            .arg(format!("-p {}", self.port));
+        let out = cmd.output().expect("run pg_ctl start");
+        if !out.status.success() {
+            return Err(format!(
+                "pg_ctl start on port {} failed: {}",
+                self.port,
+                describe(&out)
+            ));
+        }
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let ready = pg_command("pg_isready")
+                .args(["-h", self.host(), "-p"])
+                .arg(self.port.to_string())
+                .args(["-U", SUPERUSER, "-d", "postgres", "-t", "1"])
+                .output()
+                .expect("run pg_isready");
+            if ready.status.success() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                // Leave no server behind that a retry would not know about.
+                let _ = self.pg_ctl(&["stop", "-w", "-t", "10", "-m", "immediate"]);
+                return Err(format!(
+                    "server on port {} not ready after {READY_TIMEOUT:?}: {}",
+                    self.port,
+                    describe(&ready)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Output {
+        self.server_command("pg_ctl")
+            .args(args)
+            .arg("-D")
+            .arg(&self.data_dir)
+            .output()
+            .expect("run pg_ctl")
+    }
+
+    /// A command for a server binary, run as the `postgres` OS user when we
+    /// are root, from the cluster directory (initdb fails when it cannot
+    /// read the current directory).
+    fn server_command(&self, bin: &str) -> Command {
+        let path = Path::new(PG_BIN).join(bin);
+        let mut cmd = if self.as_postgres {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(path);
+            cmd
+        } else {
+            Command::new(path)
+        };
+        cmd.current_dir(self.dir.path());
+        clear_pg_env(&mut cmd);
+        cmd
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        if self.running {
+            // Best effort: a failure here must not turn into a double panic
+            // while a failing test unwinds.
+            let _ = self.pg_ctl(&["stop", "-w", "-t", "30", "-m", "immediate"]);
+        }
+        // `self.dir` removes the directory when it drops (root may remove
+        // files owned by postgres; otherwise we own them).
+    }
+}
+
+/// A client binary (psql, pg_isready), run as whoever we are.
+fn pg_command(bin: &str) -> Command {
+    let mut cmd = Command::new(Path::new(PG_BIN).join(bin));
+    clear_pg_env(&mut cmd);
+    cmd
+}
+
+/// libpq and the server read these; a developer's environment must not
+/// redirect the test bed to another server or directory.
+fn clear_pg_env(cmd: &mut Command) {
+    for var in [
+        "PGDATA",
+        "PGHOST",
+        "PGHOSTADDR",
+        "PGPORT",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGPASSFILE",
+        "PGDATABASE",
+        "PGOPTIONS",
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGSSLMODE",
+    ] {
+        cmd.env_remove(var);
+    }
+}
+
+/// A port that was free a moment ago. Another process may take it before the
+/// server binds it; `start_with` then retries with a new one.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// uid and gid of the `postgres` OS user, from /etc/passwd.
+fn postgres_os_user() -> (u32, u32) {
+    let passwd = fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    passwd
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            if fields.len() >= 4 && fields[0] == "postgres" {
+                Some((fields[2].parse().ok()?, fields[3].parse().ok()?))
+            } else {
+                None
+            }
+        })
+        .expect("running as root needs a `postgres` OS user in /etc/passwd")
+}
+
+fn append(path: &Path, text: &str) {
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    file.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("append to {}: {e}", path.display()));
+}
+
+/// Quotes a value for a libpq-style key/value connection string.
+fn quote_conninfo(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "{} {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )
+}

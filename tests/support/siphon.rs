@@ -1,0 +1,138 @@
+//! Runs the real `siphon` binary on a connector file written for the test
+//! bed, and stops it gracefully (SIGTERM) or kills it (SIGKILL).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::kafka::Broker;
+use super::postgres::PgCluster;
+
+/// Writes a connector file for the test bed and returns its path.
+pub fn connector_file(
+    dir: &Path,
+    name: &str,
+    pg: &PgCluster,
+    database: &str,
+    broker: &Broker,
+    registry_url: &str,
+    tables: &[&str],
+    extra_kafka: &str,
+) -> PathBuf {
+    let tables = tables
+        .iter()
+        .map(|t| format!("{t:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let body = format!(
+        r#"name = "{name}"
+
+[postgres]
+host = "127.0.0.1"
+port = {port}
+database = "{database}"
+user = "{user}"
+tables = [{tables}]
+status_interval_ms = 500
+
+[kafka]
+bootstrap_servers = "{bootstrap}"
+topic_prefix = "{name}"
+batch_linger_ms = 50
+{extra_kafka}
+
+[registry]
+url = "{registry_url}"
+"#,
+        port = pg.port(),
+        user = pg.user(),
+        bootstrap = broker.bootstrap,
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, body).expect("write connector file");
+    path
+}
+
+/// A running siphon process. Killed on drop.
+pub struct Siphon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Siphon {
+    pub fn start(connector: &Path, log_dir: &Path, env: &[(&str, &str)]) -> Siphon {
+        let n = std::fs::read_dir(log_dir).map(|d| d.count()).unwrap_or(0);
+        let log = log_dir.join(format!("siphon-{n}.log"));
+        let file = std::fs::File::create(&log).expect("siphon log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_siphon"));
+        cmd.arg("run")
+            .arg(connector)
+            .env("RUST_LOG", "warn,siphon=debug")
+            .stdout(Stdio::from(file.try_clone().expect("log handle")))
+            .stderr(Stdio::from(file));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn siphon");
+        Siphon {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait(Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("siphon did not stop on SIGTERM:\n{}", self.log()))
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
+        }
+    }
+}
+
+impl Drop for Siphon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
