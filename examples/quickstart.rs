@@ -141,9 +141,15 @@ url = "{registry}"
         }
     }
 
-    println!("== events, read back with isolation.level=read_committed and decoded with the registered schemas:\n");
+    println!(
+        "== events, read back with isolation.level=read_committed and decoded with the registered schemas:\n"
+    );
     for event in events::decode_all(&client, &all).await {
-        let key = event.key.clone().map(serde_json::Value::try_from).transpose()?;
+        let key = event
+            .key
+            .clone()
+            .map(serde_json::Value::try_from)
+            .transpose()?;
         let summary = match &event.value {
             None => serde_json::json!({"topic": event.topic, "key": key, "value": null}),
             Some(_) => serde_json::json!({

@@ -7,10 +7,20 @@ use clap::{Parser, Subcommand};
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
-#[command(name = "siphon", version, about = "PostgreSQL change data capture to Kafka, exactly once")]
+#[command(
+    name = "siphon",
+    version,
+    about = "PostgreSQL change data capture to Kafka, exactly once"
+)]
 pub struct Cli {
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "SIPHON_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "SIPHON_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,

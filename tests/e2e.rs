@@ -5,7 +5,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use apache_avro::types::Value;
@@ -13,10 +13,10 @@ use num_bigint::BigInt;
 use siphon::avro::registry::{RegistryClient, RegistryClientConfig};
 use support::events::{Event, decode_all};
 use support::kafka::{Broker, read_committed};
+use support::poll_until;
 use support::postgres::PgCluster;
 use support::registry::RegistryStandIn;
-use support::siphon::{Siphon, connector_file};
-use support::poll_until;
+use support::siphon::{Siphon, Spec, connector_file};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -54,17 +54,19 @@ impl Bed {
     fn connector(&self, name: &str, database: &str, tables: &[&str], extra_kafka: &str) -> PathBuf {
         connector_file(
             self.dir.path(),
-            name,
-            &self.pg,
-            database,
-            &self.broker,
-            &self.registry.url,
-            tables,
-            extra_kafka,
+            &Spec {
+                name,
+                pg: &self.pg,
+                database,
+                broker: &self.broker,
+                registry_url: &self.registry.url,
+                tables,
+                extra_kafka,
+            },
         )
     }
 
-    fn siphon(&self, connector: &PathBuf) -> Siphon {
+    fn siphon(&self, connector: &Path) -> Siphon {
         Siphon::start(connector, self.dir.path(), &[])
     }
 
@@ -240,7 +242,10 @@ fn workload(pg: &PgCluster, truth: &mut Truth, next_id: &mut i64, rounds: usize)
                  DELETE FROM items WHERE id = {b};"
             ),
         );
-        truth.entry(a).or_default().extend([Some(a), Some(a + 1000)]);
+        truth
+            .entry(a)
+            .or_default()
+            .extend([Some(a), Some(a + 1000)]);
         truth.entry(b).or_default().extend([Some(b), None]);
     }
 }
@@ -274,16 +279,33 @@ fn expected_records(truth: &Truth) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_restart_and_sigkill_lose_and_duplicate_nothing() {
     let bed = Bed::start("app").await;
-    bed.pg.psql("app", "CREATE TABLE items (id bigint PRIMARY KEY, val bigint NOT NULL)");
+    bed.pg.psql(
+        "app",
+        "CREATE TABLE items (id bigint PRIMARY KEY, val bigint NOT NULL)",
+    );
     // No idle-time offsets: after catching up, no Kafka transaction is open
     // when the test kills siphon (see DESIGN.md, "Known broker gaps").
-    let file = bed.connector("app", "app", &["public.items"], "idle_offset_interval_ms = 3600000");
+    let file = bed.connector(
+        "app",
+        "app",
+        &["public.items"],
+        "idle_offset_interval_ms = 3600000",
+    );
     let topic = "app.public.items";
     let mut truth = Truth::new();
     let mut next_id = 1;
 
     let mut siphon = bed.siphon(&file);
     bed.wait_streaming("app", "siphon_app", &siphon).await;
+    // A transaction left open (with an xid) keeps the slot's restart point
+    // and catalog xmin from moving, so PostgreSQL saves the slot's confirmed
+    // position only at checkpoints: its crash below then makes it re-send
+    // what siphon already wrote and acked.
+    let holder = bed.pg.client("app").await;
+    holder
+        .batch_execute("BEGIN; SELECT txid_current();")
+        .await
+        .expect("open transaction");
     workload(&bed.pg, &mut truth, &mut next_id, 20);
 
     // Graceful stop in the middle of a stream; writes go on while it is down.
@@ -291,7 +313,8 @@ async fn graceful_restart_and_sigkill_lose_and_duplicate_nothing() {
     workload(&bed.pg, &mut truth, &mut next_id, 20);
     let mut siphon = bed.siphon(&file);
     workload(&bed.pg, &mut truth, &mut next_id, 20);
-    bed.wait_events(topic, expected_records(&truth), &siphon).await;
+    bed.wait_events(topic, expected_records(&truth), &siphon)
+        .await;
 
     // SIGKILL once caught up (no Kafka transaction open), writes go on, and
     // PostgreSQL crashes too: its slot falls back to the position saved at
@@ -300,27 +323,34 @@ async fn graceful_restart_and_sigkill_lose_and_duplicate_nothing() {
     workload(&bed.pg, &mut truth, &mut next_id, 20);
     let mut pg = bed.pg;
     pg.stop("immediate");
+    drop(holder);
     pg.start_again();
     let bed = Bed { pg, ..bed };
     let siphon = bed.siphon(&file);
     workload(&bed.pg, &mut truth, &mut next_id, 20);
 
-    let events = bed.wait_events(topic, expected_records(&truth), &siphon).await;
+    let events = bed
+        .wait_events(topic, expected_records(&truth), &siphon)
+        .await;
     assert_eq!(observed(&events), truth, "{}", siphon.log());
     let log = siphon.log();
     assert!(
-        log.contains("dropped changes already covered by the stored offset"),
+        log.contains("dropped re-sent changes already covered by the stored offset"),
         "PostgreSQL re-sent nothing, so deduplication was not exercised:\n{log}"
     );
     // Stay a while to prove nothing more arrives.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(read_committed(&bed.broker.bootstrap, topic).len(), expected_records(&truth));
+    assert_eq!(
+        read_committed(&bed.broker.bootstrap, topic).len(),
+        expected_records(&truth)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_column_registers_a_new_version_and_old_and_new_events_decode() {
     let bed = Bed::start("evo").await;
-    bed.pg.psql("evo", "CREATE TABLE things (id int PRIMARY KEY, name text)");
+    bed.pg
+        .psql("evo", "CREATE TABLE things (id int PRIMARY KEY, name text)");
     let file = bed.connector("evo", "evo", &["public.things"], "");
     let siphon = bed.siphon(&file);
     bed.wait_streaming("evo", "siphon_evo", &siphon).await;
@@ -334,10 +364,16 @@ async fn add_column_registers_a_new_version_and_old_and_new_events_decode() {
     );
     let events = bed.wait_events("evo.public.things", 3, &siphon).await;
     let ids: Vec<Option<u32>> = events.iter().map(|e| e.value_schema_id).collect();
-    assert_ne!(ids[0], ids[1], "the event after ADD COLUMN carries a new schema id");
+    assert_ne!(
+        ids[0], ids[1],
+        "the event after ADD COLUMN carries a new schema id"
+    );
     assert_eq!(ids[1], ids[2]);
     assert_eq!(
-        bed.client.versions("evo.public.things-value").await.unwrap(),
+        bed.client
+            .versions("evo.public.things-value")
+            .await
+            .unwrap(),
         vec![1, 2]
     );
     let old = events[0].row("after").unwrap();

@@ -12,7 +12,7 @@ use support::kafka::{Broker, read_committed};
 use support::poll_until;
 use support::postgres::{PgCluster, PgOptions};
 use support::registry::RegistryStandIn;
-use support::siphon::{Siphon, connector_file};
+use support::siphon::{Siphon, Spec, connector_file};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -61,7 +61,9 @@ url = "localhost:8081"
                 format!(
                     "{f}: kafka.batch_linger: unknown key; did you mean \"batch_linger_ms\"? (known keys: bootstrap_servers, topic_prefix, offsets_topic, create_topics, topic_partitions, topic_replication_factor, transaction_timeout_ms, commit_timeout_ms, batch_max_events, batch_max_bytes, batch_linger_ms, tombstones_on_delete, emit_truncate, idle_offset_interval_ms, properties)"
                 ),
-                format!("{f}: registry.url: must start with http:// or https://, got \"localhost:8081\""),
+                format!(
+                    "{f}: registry.url: must start with http:// or https://, got \"localhost:8081\""
+                ),
             ],
             "{command}"
         );
@@ -89,14 +91,28 @@ async fn wal_level_replica_is_refused_with_the_fix() {
     let broker = Broker::start();
     let registry = RegistryStandIn::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let file = connector_file(dir.path(), "shop", &pg, "shop", &broker, &registry.url, &["public.t"], "");
+    let file = connector_file(
+        dir.path(),
+        &Spec {
+            name: "shop",
+            pg: &pg,
+            database: "shop",
+            broker: &broker,
+            registry_url: &registry.url,
+            tables: &["public.t"],
+            extra_kafka: "",
+        },
+    );
     let log = run_until_fatal(&file, dir.path(), &[]);
     assert!(
         log.contains("wal_level is \"replica\", logical replication needs \"logical\": run ALTER SYSTEM SET wal_level = logical; and restart PostgreSQL"),
         "{log}"
     );
     // Nothing was created on the way to the error.
-    assert_eq!(pg.psql("shop", "SELECT count(*) FROM pg_replication_slots"), "0");
+    assert_eq!(
+        pg.psql("shop", "SELECT count(*) FROM pg_replication_slots"),
+        "0"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,13 +129,15 @@ async fn a_table_without_key_or_identity_is_named_with_the_fix_and_nothing_is_lo
     let dir = tempfile::tempdir().unwrap();
     let file = connector_file(
         dir.path(),
-        "shop",
-        &pg,
-        "shop",
-        &broker,
-        &registry.url,
-        &["public.keyed", "public.loose"],
-        "",
+        &Spec {
+            name: "shop",
+            pg: &pg,
+            database: "shop",
+            broker: &broker,
+            registry_url: &registry.url,
+            tables: &["public.keyed", "public.loose"],
+            extra_kafka: "",
+        },
     );
     let log = run_until_fatal(&file, dir.path(), &[]);
     assert!(
@@ -132,7 +150,11 @@ async fn a_table_without_key_or_identity_is_named_with_the_fix_and_nothing_is_lo
     pg.psql("shop", "ALTER TABLE loose REPLICA IDENTITY FULL");
     let s = Siphon::start(&file, dir.path(), &[]);
     poll_until(WAIT, "slot active", async || {
-        (pg.psql("shop", "SELECT count(*) FROM pg_replication_slots WHERE active") == "1").then_some(())
+        (pg.psql(
+            "shop",
+            "SELECT count(*) FROM pg_replication_slots WHERE active",
+        ) == "1")
+            .then_some(())
     })
     .await;
     pg.psql(
@@ -166,23 +188,32 @@ async fn a_wrong_password_is_fatal_and_changes_made_meanwhile_are_not_lost() {
     let dir = tempfile::tempdir().unwrap();
     let file = connector_file(
         dir.path(),
-        "shop",
-        &pg,
-        "shop",
-        &broker,
-        &registry.url,
-        &["public.t"],
-        "",
+        &Spec {
+            name: "shop",
+            pg: &pg,
+            database: "shop",
+            broker: &broker,
+            registry_url: &registry.url,
+            tables: &["public.t"],
+            extra_kafka: "",
+        },
     );
     let mut text = std::fs::read_to_string(&file).unwrap();
-    text = text.replace("[postgres]\n", "[postgres]\npassword_env = \"SHOP_PG_PASSWORD\"\n");
+    text = text.replace(
+        "[postgres]\n",
+        "[postgres]\npassword_env = \"SHOP_PG_PASSWORD\"\n",
+    );
     std::fs::write(&file, text).unwrap();
     let topic = "shop.public.t";
 
     // A working connector streams for a while and stops.
     let mut s = Siphon::start(&file, dir.path(), &[("SHOP_PG_PASSWORD", "right-password")]);
     poll_until(WAIT, "slot active", async || {
-        (pg.psql("shop", "SELECT count(*) FROM pg_replication_slots WHERE active") == "1").then_some(())
+        (pg.psql(
+            "shop",
+            "SELECT count(*) FROM pg_replication_slots WHERE active",
+        ) == "1")
+            .then_some(())
     })
     .await;
     pg.psql("shop", "INSERT INTO t SELECT generate_series(1, 10)");
@@ -200,7 +231,10 @@ async fn a_wrong_password_is_fatal_and_changes_made_meanwhile_are_not_lost() {
         log.contains("password authentication failed; check the password in postgres.password_env / password_file"),
         "{log}"
     );
-    assert!(!log.contains("wrong-password") && !log.contains("right-password"), "{log}");
+    assert!(
+        !log.contains("wrong-password") && !log.contains("right-password"),
+        "{log}"
+    );
 
     // With the password fixed, the changes made meanwhile all arrive, once.
     let s = Siphon::start(&file, dir.path(), &[("SHOP_PG_PASSWORD", "right-password")]);

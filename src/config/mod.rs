@@ -14,8 +14,8 @@ mod secret;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::rc::Rc;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use reader::Section;
 pub use secret::Secret;
@@ -303,7 +303,9 @@ fn read_connector(
     let database: Option<String> = pg.required("database");
     let user: Option<String> = pg.required("user");
     let password = pg.secret("password", env);
-    let slot = pg.optional("slot").unwrap_or_else(|| default_object.clone());
+    let slot = pg
+        .optional("slot")
+        .unwrap_or_else(|| default_object.clone());
     let publication = pg
         .optional("publication")
         .unwrap_or_else(|| default_object.clone());
@@ -479,8 +481,7 @@ fn default_pg_port() -> u16 {
 
 fn is_slot_name(s: &str) -> bool {
     s.len() <= 63
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 

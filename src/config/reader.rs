@@ -125,16 +125,16 @@ impl Section {
         let from_file: Option<String> = self.optional(&file_key);
         match (from_env, from_file) {
             (Some(_), Some(_)) => {
-                self.problem_at(&env_key, &format!("set either {env_key} or {file_key}, not both"));
+                self.problem_at(
+                    &env_key,
+                    &format!("set either {env_key} or {file_key}, not both"),
+                );
                 None
             }
             (Some(var), None) => match env.get(&var) {
                 Some(v) => Some(Secret::new(v.clone())),
                 None => {
-                    self.problem_at(
-                        &env_key,
-                        &format!("environment variable {var} is not set"),
-                    );
+                    self.problem_at(&env_key, &format!("environment variable {var} is not set"));
                     None
                 }
             },

@@ -86,7 +86,10 @@ fn reports_every_problem_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let body = GOOD
         .replace("user = \"siphon\"", "usr = \"siphon\"")
-        .replace("topic_prefix = \"shop\"", "topic_prefix = \"shop\"\nbatch_max_events = 0")
+        .replace(
+            "topic_prefix = \"shop\"",
+            "topic_prefix = \"shop\"\nbatch_max_events = 0",
+        )
         .replace("http://127.0.0.1:8081", "127.0.0.1:8081");
     let path = write(&dir, "bad.toml", &body);
     let err = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap_err();
@@ -110,7 +113,10 @@ fn reports_every_problem_at_once() {
 fn wrong_types_and_plain_passwords_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let body = GOOD
-        .replace("password_env = \"PG_PASS\"", "password = \"hunter2\"\nport = \"five\"")
+        .replace(
+            "password_env = \"PG_PASS\"",
+            "password = \"hunter2\"\nport = \"five\"",
+        )
         .replace(
             "\"compression.type\" = \"zstd\"",
             "\"transactional.id\" = \"mine\"",
@@ -150,8 +156,16 @@ fn missing_env_var_is_named() {
 #[test]
 fn duplicate_names_across_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    write(&dir, "a.toml", &GOOD.replace("password_env = \"PG_PASS\"", ""));
-    write(&dir, "b.toml", &GOOD.replace("password_env = \"PG_PASS\"", ""));
+    write(
+        &dir,
+        "a.toml",
+        &GOOD.replace("password_env = \"PG_PASS\"", ""),
+    );
+    write(
+        &dir,
+        "b.toml",
+        &GOOD.replace("password_env = \"PG_PASS\"", ""),
+    );
     let err = load_paths(&[dir.path().to_owned()]).unwrap_err();
     assert_eq!(err.problems.len(), 1, "{err}");
     assert!(err.problems[0].contains("connector name \"shop\" is also used by"));

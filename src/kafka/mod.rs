@@ -32,7 +32,9 @@ pub enum KafkaError {
         #[source]
         source: RdKafkaError,
     },
-    #[error("this instance of connector {connector} was fenced: another instance with the same transactional id took over")]
+    #[error(
+        "this instance of connector {connector} was fenced: another instance with the same transactional id took over"
+    )]
     Fenced {
         connector: String,
         #[source]
@@ -57,13 +59,17 @@ pub enum KafkaError {
         #[source]
         source: RdKafkaError,
     },
-    #[error("timed out after {timeout_ms} ms reading the offset of connector {connector} from topic {topic}")]
+    #[error(
+        "timed out after {timeout_ms} ms reading the offset of connector {connector} from topic {topic}"
+    )]
     ReadOffsetTimeout {
         connector: String,
         topic: String,
         timeout_ms: u64,
     },
-    #[error("offset record of connector {connector} in topic {topic} is unreadable: {reason}; it was not written by this version of siphon")]
+    #[error(
+        "offset record of connector {connector} in topic {topic} is unreadable: {reason}; it was not written by this version of siphon"
+    )]
     CorruptOffset {
         connector: String,
         topic: String,

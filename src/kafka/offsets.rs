@@ -17,7 +17,8 @@ use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -153,13 +154,13 @@ fn read_blocking(cfg: &ConnectorConfig) -> Result<Option<OffsetRecord>, KafkaErr
         topic: topic.to_owned(),
         source,
     };
-    let consumer: BaseConsumer = super::base_client_config(cfg, &[])
+    let consumer: BaseConsumer<EofIsNotAnError> = super::base_client_config(cfg, &[])
         .set("group.id", format!("siphon-offsets-{connector}"))
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
-        .create()
+        .create_with_context(EofIsNotAnError)
         .map_err(|source| KafkaError::Client {
             connector: connector.to_owned(),
             what: "offset reader",
@@ -233,6 +234,21 @@ fn read_blocking(cfg: &ConnectorConfig) -> Result<Option<OffsetRecord>, KafkaErr
     }
     Ok(latest)
 }
+
+/// The offset reader asks for end-of-partition events to know when it has
+/// read everything; librdkafka also reports them as global errors, which
+/// the default context would log at ERROR.
+struct EofIsNotAnError;
+
+impl ClientContext for EofIsNotAnError {
+    fn error(&self, error: RdKafkaError, reason: &str) {
+        if !matches!(error, RdKafkaError::PartitionEOF(_)) {
+            tracing::warn!(error = %error, reason, "kafka client error while reading offsets");
+        }
+    }
+}
+
+impl ConsumerContext for EofIsNotAnError {}
 
 #[cfg(test)]
 mod tests {

@@ -150,11 +150,8 @@ impl TxProducer {
         }
         if self.create_topics {
             let partitions = if compact { 1 } else { self.partitions };
-            let mut new = NewTopic::new(
-                name,
-                partitions,
-                TopicReplication::Fixed(self.replication),
-            );
+            let mut new =
+                NewTopic::new(name, partitions, TopicReplication::Fixed(self.replication));
             if compact {
                 new = new.set("cleanup.policy", "compact");
             }

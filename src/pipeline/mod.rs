@@ -153,7 +153,10 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-async fn run_once(cfg: &Arc<ConnectorConfig>, cancel: &CancellationToken) -> Result<(), ConnectorError> {
+async fn run_once(
+    cfg: &Arc<ConnectorConfig>,
+    cancel: &CancellationToken,
+) -> Result<(), ConnectorError> {
     let name = &cfg.name;
     let pg = &cfg.postgres;
 
@@ -163,7 +166,9 @@ async fn run_once(cfg: &Arc<ConnectorConfig>, cancel: &CancellationToken) -> Res
 
     // Fence any previous instance before trusting what the offsets topic says.
     let producer = TxProducer::start(cfg).await?;
-    producer.ensure_topic(&cfg.kafka.offsets_topic, true).await?;
+    producer
+        .ensure_topic(&cfg.kafka.offsets_topic, true)
+        .await?;
     let stored = offsets::read_stored_offset(cfg).await?;
 
     let repl_cfg = ReplicationConfig {
@@ -179,7 +184,9 @@ async fn run_once(cfg: &Arc<ConnectorConfig>, cancel: &CancellationToken) -> Res
         slot: pg.slot.clone(),
         source,
     };
-    let mut repl = ReplicationClient::connect(&repl_cfg).await.map_err(repl_err)?;
+    let mut repl = ReplicationClient::connect(&repl_cfg)
+        .await
+        .map_err(repl_err)?;
     let system = repl.identify_system().await.map_err(repl_err)?;
     if let Some(s) = &stored {
         if s.system_id != system.system_id {
@@ -281,7 +288,11 @@ async fn run_once(cfg: &Arc<ConnectorConfig>, cancel: &CancellationToken) -> Res
     let registry = RegistryClient::new(&RegistryClientConfig {
         url: cfg.registry.url.clone(),
         username: cfg.registry.username.clone(),
-        password: cfg.registry.password.as_ref().map(|p| p.expose().to_owned()),
+        password: cfg
+            .registry
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_owned()),
         request_timeout_ms: cfg.registry.request_timeout_ms,
     })
     .map_err(ConnectorError::RegistryClient)?;
@@ -303,6 +314,5 @@ async fn run_once(cfg: &Arc<ConnectorConfig>, cancel: &CancellationToken) -> Res
     let writer = writer::Writer::new(Arc::clone(cfg), producer, registry, initial, flushed_tx);
     let writer = tokio::spawn(writer.run(rx));
     let reader = reader::Reader::new(Arc::clone(cfg), catalog, stored, tx, flushed_rx);
-    let read_result = reader.run(stream, cancel.clone(), writer).await;
-    read_result
+    reader.run(stream, cancel.clone(), writer).await
 }

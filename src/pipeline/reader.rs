@@ -87,9 +87,7 @@ impl Reader {
         writer: JoinHandle<Result<Lsn, ConnectorError>>,
     ) -> Result<(), ConnectorError> {
         let result = self.stream_loop(&mut stream, &cancel).await;
-        if self.skipped > 0 {
-            debug!(connector = %self.cfg.name, skipped = self.skipped, "dropped changes already covered by the stored offset");
-        }
+        self.report_skipped();
         // Closing the channel tells the writer to commit what it has.
         let (closed_tx, _) = mpsc::channel(1);
         drop(std::mem::replace(&mut self.tx, closed_tx));
@@ -218,7 +216,8 @@ impl Reader {
                     lsn: wal_start,
                     source,
                 })?;
-                self.handle_logical(message, wal_start, stream, cancel).await
+                self.handle_logical(message, wal_start, stream, cancel)
+                    .await
             }
         }
     }
@@ -252,10 +251,14 @@ impl Reader {
                 ..
             } => {
                 self.current = None;
-                self.send(Item::Commit {
-                    commit_lsn,
-                    end_lsn,
-                }, stream, cancel)
+                self.send(
+                    Item::Commit {
+                        commit_lsn,
+                        end_lsn,
+                    },
+                    stream,
+                    cancel,
+                )
                 .await
             }
             LogicalMessage::Relation(relation) => {
@@ -263,20 +266,44 @@ impl Reader {
                 Ok(Flow::Continue)
             }
             LogicalMessage::Insert { relation_oid, new } => {
-                self.change(relation_oid, Op::Create, lsn, None, Some(new), stream, cancel)
-                    .await
+                self.change(
+                    relation_oid,
+                    Op::Create,
+                    lsn,
+                    None,
+                    Some(new),
+                    stream,
+                    cancel,
+                )
+                .await
             }
             LogicalMessage::Update {
                 relation_oid,
                 old,
                 new,
             } => {
-                self.change(relation_oid, Op::Update, lsn, old, Some(new), stream, cancel)
-                    .await
+                self.change(
+                    relation_oid,
+                    Op::Update,
+                    lsn,
+                    old,
+                    Some(new),
+                    stream,
+                    cancel,
+                )
+                .await
             }
             LogicalMessage::Delete { relation_oid, old } => {
-                self.change(relation_oid, Op::Delete, lsn, Some(old), None, stream, cancel)
-                    .await
+                self.change(
+                    relation_oid,
+                    Op::Delete,
+                    lsn,
+                    Some(old),
+                    None,
+                    stream,
+                    cancel,
+                )
+                .await
             }
             LogicalMessage::Truncate { relation_oids, .. } => {
                 for oid in relation_oids {
@@ -307,9 +334,9 @@ impl Reader {
         cancel: &CancellationToken,
     ) -> Result<Flow, ConnectorError> {
         let Some((tx, next_index)) = self.current.as_mut() else {
-            return Err(self.repl_error(ReplicationError::Protocol(
-                format!("a change at {lsn} arrived outside a transaction"),
-            )));
+            return Err(self.repl_error(ReplicationError::Protocol(format!(
+                "a change at {lsn} arrived outside a transaction"
+            ))));
         };
         let position = Position {
             commit_lsn: tx.commit_lsn,
@@ -321,6 +348,7 @@ impl Reader {
             self.skipped += 1;
             return Ok(Flow::Continue);
         }
+        self.report_skipped();
         let relation = self
             .relations
             .get(&relation_oid)
@@ -336,6 +364,15 @@ impl Reader {
             new,
         };
         self.send(Item::Change(event), stream, cancel).await
+    }
+
+    /// Logs, once the stream has moved past the stored offset, how many
+    /// re-sent changes were dropped.
+    fn report_skipped(&mut self) {
+        if self.skipped > 0 {
+            info!(connector = %self.cfg.name, dropped = self.skipped, "dropped re-sent changes already covered by the stored offset");
+            self.skipped = 0;
+        }
     }
 
     /// Hands an item to the writer, waiting for room while still answering

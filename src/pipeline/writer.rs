@@ -290,7 +290,10 @@ impl Writer {
             .register(&topic::value_subject(&topic), encode.value_schema())
             .await?;
         for column in encode.fallback_columns() {
-            if self.warned_columns.insert((rv.relation.oid, column.to_owned())) {
+            if self
+                .warned_columns
+                .insert((rv.relation.oid, column.to_owned()))
+            {
                 warn!(connector = %self.cfg.name, table = %table, column = %column, "column type has no dedicated mapping yet; carrying its text form as an Avro string");
             }
         }

@@ -50,16 +50,13 @@ impl Catalog {
         if let Some(p) = &cfg.password {
             pg.password(p.expose());
         }
-        let (client, connection) =
-            pg.connect(NoTls)
-                .await
-                .map_err(|source| PgError::Connect {
-                    host: cfg.host.clone(),
-                    port: cfg.port,
-                    user: cfg.user.clone(),
-                    database: cfg.database.clone(),
-                    source,
-                })?;
+        let (client, connection) = pg.connect(NoTls).await.map_err(|source| PgError::Connect {
+            host: cfg.host.clone(),
+            port: cfg.port,
+            user: cfg.user.clone(),
+            database: cfg.database.clone(),
+            source,
+        })?;
         let connection = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "catalog connection closed");
@@ -187,7 +184,10 @@ impl Catalog {
         };
         let exists = self
             .client
-            .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&pg.publication])
+            .query_opt(
+                "SELECT 1 FROM pg_publication WHERE pubname = $1",
+                &[&pg.publication],
+            )
             .await
             .map_err(q)?
             .is_some();
@@ -291,16 +291,17 @@ impl Catalog {
             database: r.get(1),
             slot_type: r.get(2),
             active: r.get(3),
-            confirmed_flush_lsn: r
-                .get::<_, Option<String>>(4)
-                .and_then(|s| s.parse().ok()),
+            confirmed_flush_lsn: r.get::<_, Option<String>>(4).and_then(|s| s.parse().ok()),
         }))
     }
 
     /// Facts pgoutput's Relation message does not carry, per column name,
     /// as the catalog says now: whether the column accepts NULL and whether
     /// it is part of the primary key. Debezium reads them the same way.
-    pub async fn column_facts(&self, relation_oid: u32) -> Result<HashMap<String, ColumnFacts>, PgError> {
+    pub async fn column_facts(
+        &self,
+        relation_oid: u32,
+    ) -> Result<HashMap<String, ColumnFacts>, PgError> {
         let rows = self
             .client
             .query(

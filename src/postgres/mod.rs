@@ -44,7 +44,9 @@ pub enum PgError {
         #[source]
         source: pgoutput::DecodeError,
     },
-    #[error("pgoutput sent a change for relation oid {oid} before describing it (no Relation message)")]
+    #[error(
+        "pgoutput sent a change for relation oid {oid} before describing it (no Relation message)"
+    )]
     UnknownRelation { oid: u32 },
     #[error(
         "replication slot {slot} does not exist but connector {connector} has a stored offset at {flush_lsn}: the changes since then are gone. \
@@ -69,7 +71,9 @@ pub enum PgError {
         confirmed: Lsn,
         stored: Lsn,
     },
-    #[error("replication slot {slot} is not a pgoutput logical slot of database {database} (plugin {plugin:?}, database {found_db:?}): choose another postgres.slot")]
+    #[error(
+        "replication slot {slot} is not a pgoutput logical slot of database {database} (plugin {plugin:?}, database {found_db:?}): choose another postgres.slot"
+    )]
     SlotMismatch {
         slot: String,
         database: String,

@@ -15,8 +15,8 @@ pub enum LogFormat {
 /// Installs the global subscriber. `RUST_LOG` overrides the default level
 /// (`info` for siphon, `warn` for dependencies).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn,siphon=info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,siphon=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -10,17 +10,29 @@ use std::time::{Duration, Instant};
 use super::kafka::Broker;
 use super::postgres::PgCluster;
 
-/// Writes a connector file for the test bed and returns its path.
-pub fn connector_file(
-    dir: &Path,
-    name: &str,
-    pg: &PgCluster,
-    database: &str,
-    broker: &Broker,
-    registry_url: &str,
-    tables: &[&str],
-    extra_kafka: &str,
-) -> PathBuf {
+/// What a test connector file says.
+pub struct Spec<'a> {
+    pub name: &'a str,
+    pub pg: &'a PgCluster,
+    pub database: &'a str,
+    pub broker: &'a Broker,
+    pub registry_url: &'a str,
+    pub tables: &'a [&'a str],
+    /// Extra lines for the `[kafka]` section.
+    pub extra_kafka: &'a str,
+}
+
+/// Writes a connector file for the test bed into `dir` and returns its path.
+pub fn connector_file(dir: &Path, spec: &Spec<'_>) -> PathBuf {
+    let Spec {
+        name,
+        pg,
+        database,
+        broker,
+        registry_url,
+        tables,
+        extra_kafka,
+    } = spec;
     let tables = tables
         .iter()
         .map(|t| format!("{t:?}"))
