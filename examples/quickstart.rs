@@ -15,6 +15,7 @@ mod postgres;
 #[path = "../tests/support/registry.rs"]
 mod registry;
 
+use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -145,6 +146,10 @@ url = "{registry}"
         "== events, read back with isolation.level=read_committed and decoded with the registered schemas:\n"
     );
     for event in events::decode_all(&client, &all).await {
+        let scales = match event.value_schema_id {
+            Some(id) => decimal_scales(&client.schema_by_id(id).await?)?,
+            None => Default::default(),
+        };
         let key = event
             .key
             .clone()
@@ -157,8 +162,8 @@ url = "{registry}"
                 "schema_id": event.value_schema_id,
                 "key": key,
                 "op": event.op(),
-                "before": event.row("before").map(row_json).transpose()?,
-                "after": event.row("after").map(row_json).transpose()?,
+                "before": event.row("before").map(|r| row_json(r, &scales)).transpose()?,
+                "after": event.row("after").map(|r| row_json(r, &scales)).transpose()?,
                 "source.lsn": event.source("lsn").map(serde_json::Value::try_from).transpose()?,
                 "source.txId": event.source("txId").map(serde_json::Value::try_from).transpose()?,
             }),
@@ -177,8 +182,52 @@ url = "{registry}"
     Ok(())
 }
 
+/// Column → scale of every `decimal` column of an envelope schema.
+fn decimal_scales(schema_json: &str) -> anyhow::Result<BTreeMap<String, u32>> {
+    let schema: serde_json::Value = serde_json::from_str(schema_json)?;
+    let mut out = BTreeMap::new();
+    let fields = schema["fields"].as_array().cloned().unwrap_or_default();
+    for envelope_field in fields.iter().filter(|f| f["name"] == "after") {
+        for branch in envelope_field["type"].as_array().into_iter().flatten() {
+            for column in branch["fields"].as_array().into_iter().flatten() {
+                let types = match &column["type"] {
+                    serde_json::Value::Array(branches) => branches.clone(),
+                    other => vec![other.clone()],
+                };
+                for t in types {
+                    if t["logicalType"] == "decimal"
+                        && let (Some(name), Some(scale)) =
+                            (column["name"].as_str(), t["scale"].as_u64())
+                    {
+                        out.insert(name.to_owned(), scale as u32);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A decimal as text, e.g. unscaled 4250 with scale 2 → "42.50".
+fn decimal_text(unscaled: &num_bigint::BigInt, scale: u32) -> String {
+    let digits = unscaled.magnitude().to_string();
+    let sign = if unscaled.sign() == num_bigint::Sign::Minus {
+        "-"
+    } else {
+        ""
+    };
+    let scale = scale as usize;
+    if scale == 0 {
+        return format!("{sign}{digits}");
+    }
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    format!("{sign}{int}.{frac}")
+}
+
 fn row_json(
-    row: std::collections::BTreeMap<String, apache_avro::types::Value>,
+    row: BTreeMap<String, apache_avro::types::Value>,
+    scales: &BTreeMap<String, u32>,
 ) -> anyhow::Result<serde_json::Value> {
     let mut out = serde_json::Map::new();
     for (k, v) in row {
@@ -186,9 +235,10 @@ fn row_json(
             // Decimals as their text, as a consumer would show them.
             apache_avro::types::Value::Decimal(d) => {
                 let bytes: Vec<u8> = (&d).try_into()?;
-                serde_json::Value::String(format!(
-                    "{} (unscaled)",
-                    num_bigint::BigInt::from_signed_bytes_be(&bytes)
+                let unscaled = num_bigint::BigInt::from_signed_bytes_be(&bytes);
+                serde_json::Value::String(decimal_text(
+                    &unscaled,
+                    scales.get(&k).copied().unwrap_or(0),
                 ))
             }
             other => serde_json::Value::try_from(other)?,

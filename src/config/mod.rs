@@ -144,6 +144,9 @@ pub struct PipelineConfig {
     /// Changes buffered between the replication reader and the Kafka writer;
     /// when full, siphon stops reading from PostgreSQL (backpressure).
     pub channel_capacity_events: usize,
+    /// Row data buffered between reader and writer, in bytes; bounds memory
+    /// whatever the row sizes.
+    pub channel_capacity_bytes: u64,
 }
 
 /// Everything wrong with one or more connector files.
@@ -419,7 +422,11 @@ fn read_connector(
     let channel_capacity_events = pipeline
         .optional("channel_capacity_events")
         .unwrap_or(20_000);
+    let channel_capacity_bytes = pipeline
+        .optional("channel_capacity_bytes")
+        .unwrap_or(64 * 1024 * 1024);
     pipeline.at_least("channel_capacity_events", channel_capacity_events as u64, 1);
+    pipeline.at_least("channel_capacity_bytes", channel_capacity_bytes, 1024);
     pipeline.finish();
 
     Some(ConnectorConfig {
@@ -464,6 +471,7 @@ fn read_connector(
         },
         pipeline: PipelineConfig {
             channel_capacity_events,
+            channel_capacity_bytes,
         },
     })
 }

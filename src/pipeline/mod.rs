@@ -43,8 +43,9 @@ use crate::postgres::replication::{
 /// What flows from the reader to the writer, in stream order.
 #[derive(Debug)]
 pub(crate) enum Item {
-    /// A row change not yet covered by the stored offset.
-    Change(ChangeEvent),
+    /// A row change not yet covered by the stored offset, holding its share
+    /// of the channel's byte budget until the writer is done with it.
+    Change(ChangeEvent, tokio::sync::OwnedSemaphorePermit),
     /// The end of a source transaction: everything up to `end_lsn` is sent.
     Commit { commit_lsn: Lsn, end_lsn: Lsn },
     /// The reader is between transactions and the server's WAL ends here:
@@ -310,9 +311,10 @@ async fn run_once(
         written_at_ms: 0,
     });
     let (tx, rx) = mpsc::channel(cfg.pipeline.channel_capacity_events);
+    let byte_budget = Arc::new(tokio::sync::Semaphore::new(cfg.pipeline.channel_capacity_bytes as usize));
     let (flushed_tx, flushed_rx) = watch::channel(initial.flush_lsn);
     let writer = writer::Writer::new(Arc::clone(cfg), producer, registry, initial, flushed_tx);
     let writer = tokio::spawn(writer.run(rx));
-    let reader = reader::Reader::new(Arc::clone(cfg), catalog, stored, tx, flushed_rx);
+    let reader = reader::Reader::new(Arc::clone(cfg), catalog, stored, tx, byte_budget, flushed_rx);
     reader.run(stream, cancel.clone(), writer).await
 }

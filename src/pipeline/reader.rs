@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,8 @@ use tracing::{debug, info};
 use super::{ConnectorError, Item};
 use crate::config::ConnectorConfig;
 use crate::event::{
-    ChangeEvent, Lsn, Op, Position, Relation, RelationVersion, ReplicaIdentity, SourceTx,
+    ChangeEvent, Lsn, Op, Position, Relation, RelationVersion, ReplicaIdentity, SourceTx, Tuple,
+    TupleValue,
 };
 use crate::kafka::offsets::OffsetRecord;
 use crate::postgres::PgError;
@@ -32,6 +33,8 @@ pub(super) struct Reader {
     catalog: Catalog,
     stored: Option<OffsetRecord>,
     tx: mpsc::Sender<Item>,
+    /// Bytes of row data in the channel (and in the writer's hands).
+    byte_budget: Arc<Semaphore>,
     flushed: watch::Receiver<Lsn>,
     ticker: Interval,
     relations: HashMap<u32, Arc<RelationVersion>>,
@@ -42,6 +45,40 @@ pub(super) struct Reader {
     /// Highest flushed position reported to PostgreSQL.
     acked: Lsn,
     skipped: u64,
+}
+
+/// An item on its way to the channel.
+enum Pending {
+    Change(ChangeEvent),
+    Other(Item),
+}
+
+impl From<ChangeEvent> for Pending {
+    fn from(e: ChangeEvent) -> Self {
+        Pending::Change(e)
+    }
+}
+
+impl From<Item> for Pending {
+    fn from(i: Item) -> Self {
+        Pending::Other(i)
+    }
+}
+
+/// Approximate memory a change holds: its values plus per-value overhead.
+fn event_size(event: &ChangeEvent) -> u32 {
+    let tuple = |t: &Tuple| -> usize {
+        t.iter()
+            .map(|v| match v {
+                TupleValue::Text(b) | TupleValue::Binary(b) => b.len() + 32,
+                _ => 32,
+            })
+            .sum()
+    };
+    let n = 128
+        + event.old.as_ref().map_or(0, |(_, t)| tuple(t))
+        + event.new.as_ref().map_or(0, tuple);
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// How handling one message ended.
@@ -57,6 +94,7 @@ impl Reader {
         catalog: Catalog,
         stored: Option<OffsetRecord>,
         tx: mpsc::Sender<Item>,
+        byte_budget: Arc<Semaphore>,
         flushed: watch::Receiver<Lsn>,
     ) -> Reader {
         let mut ticker =
@@ -68,6 +106,7 @@ impl Reader {
             catalog,
             stored,
             tx,
+            byte_budget,
             flushed,
             ticker,
             relations: HashMap::new(),
@@ -252,6 +291,7 @@ impl Reader {
             } => {
                 self.current = None;
                 self.send(
+                    0,
                     Item::Commit {
                         commit_lsn,
                         end_lsn,
@@ -363,7 +403,8 @@ impl Reader {
             old,
             new,
         };
-        self.send(Item::Change(event), stream, cancel).await
+        let size = event_size(&event);
+        self.send(size, event, stream, cancel).await
     }
 
     /// Logs, once the stream has moved past the stored offset, how many
@@ -375,37 +416,70 @@ impl Reader {
         }
     }
 
-    /// Hands an item to the writer, waiting for room while still answering
-    /// the server (a walsender that hears nothing for wal_sender_timeout
-    /// drops the connection).
+    /// Hands an item to the writer, waiting for room (in bytes for a
+    /// change, then a channel slot) while still answering the server: a
+    /// walsender that hears nothing for wal_sender_timeout drops the
+    /// connection.
     async fn send(
         &mut self,
-        item: Item,
+        bytes: u32,
+        item: impl Into<Pending>,
         stream: &mut ReplicationStream,
         cancel: &CancellationToken,
     ) -> Result<Flow, ConnectorError> {
-        // A clone, so waiting for room does not borrow self while the
-        // ticker branch reports status.
+        let gone = ConnectorError::WriterGone {
+            connector: self.cfg.name.to_string(),
+        };
+        let item = match item.into() {
+            Pending::Other(item) => item,
+            Pending::Change(event) => {
+                let budget = Arc::clone(&self.byte_budget)
+                    .acquire_many_owned(bytes.min(self.max_item_bytes()));
+                match self.wait_answering(budget, stream, cancel).await? {
+                    None => return Ok(Flow::Stop),
+                    Some(Err(_)) => return Err(gone),
+                    Some(Ok(permit)) => Item::Change(event, permit),
+                }
+            }
+        };
         let tx = self.tx.clone();
+        match self.wait_answering(tx.reserve(), stream, cancel).await? {
+            None => Ok(Flow::Stop),
+            Some(Err(_)) => Err(gone),
+            Some(Ok(slot)) => {
+                slot.send(item);
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    /// Awaits `fut` while keeping the replication connection alive; `None`
+    /// when shutdown was requested first.
+    async fn wait_answering<T>(
+        &mut self,
+        fut: impl Future<Output = T>,
+        stream: &mut ReplicationStream,
+        cancel: &CancellationToken,
+    ) -> Result<Option<T>, ConnectorError> {
+        tokio::pin!(fut);
         loop {
-            // Priority: room in the channel, then shutdown, then keeping
-            // the connection alive.
+            // Priority: the awaited room, then shutdown, then status updates.
             tokio::select! {
                 biased;
-                permit = tx.reserve() => {
-                    let permit = permit.map_err(|_| ConnectorError::WriterGone {
-                        connector: self.cfg.name.to_string(),
-                    })?;
-                    permit.send(item);
-                    return Ok(Flow::Continue);
-                }
-                _ = cancel.cancelled() => return Ok(Flow::Stop),
+                v = &mut fut => return Ok(Some(v)),
+                _ = cancel.cancelled() => return Ok(None),
                 _ = self.ticker.tick() => {
                     let flush = *self.flushed.borrow();
                     self.report(stream, flush, false).await?;
                 }
             }
         }
+    }
+
+    /// One change may take at most the whole budget (a bigger row still
+    /// passes, alone).
+    fn max_item_bytes(&self) -> u32 {
+        u32::try_from(self.cfg.pipeline.channel_capacity_bytes).unwrap_or(u32::MAX)
     }
 
     /// Records a Relation message. A changed shape gets the next version

@@ -128,7 +128,7 @@ impl Writer {
 
     async fn handle(&mut self, item: Item) -> Result<(), ConnectorError> {
         match item {
-            Item::Change(event) => {
+            Item::Change(event, _budget) => {
                 self.write_change(&event).await?;
                 self.pending.commit_lsn = event.position.commit_lsn;
                 self.pending.index = Some(event.position.index);
