@@ -245,3 +245,134 @@ async fn a_wrong_password_is_fatal_and_changes_made_meanwhile_are_not_lost() {
     })
     .await;
 }
+
+/// A connector that streamed 5 rows of `public.t` and was stopped cleanly.
+struct Stopped {
+    pg: PgCluster,
+    broker: Broker,
+    registry: RegistryStandIn,
+    dir: tempfile::TempDir,
+    file: std::path::PathBuf,
+}
+
+async fn streamed_and_stopped() -> Stopped {
+    let pg = PgCluster::start();
+    pg.create_database("shop");
+    pg.psql("shop", "CREATE TABLE t (id int PRIMARY KEY)");
+    let broker = Broker::start();
+    let registry = RegistryStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = connector_file(
+        dir.path(),
+        &Spec {
+            name: "shop",
+            pg: &pg,
+            database: "shop",
+            broker: &broker,
+            registry_url: &registry.url,
+            tables: &["public.t"],
+            extra_kafka: "",
+        },
+    );
+    let mut s = Siphon::start(&file, dir.path(), &[]);
+    poll_until(WAIT, "slot active", async || {
+        (pg.psql(
+            "shop",
+            "SELECT count(*) FROM pg_replication_slots WHERE active",
+        ) == "1")
+            .then_some(())
+    })
+    .await;
+    pg.psql("shop", "INSERT INTO t SELECT generate_series(1, 5)");
+    let bootstrap = broker.bootstrap.clone();
+    poll_until(WAIT, "5 events", async || {
+        (read_committed(&bootstrap, "shop.public.t").len() == 5).then_some(())
+    })
+    .await;
+    assert!(s.stop().success(), "{}", s.log());
+    Stopped {
+        pg,
+        broker,
+        registry,
+        dir,
+        file,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_slot_is_refused_not_silently_recreated() {
+    let bed = streamed_and_stopped().await;
+    bed.pg
+        .psql("shop", "SELECT pg_drop_replication_slot('siphon_shop')");
+    bed.pg.psql("shop", "INSERT INTO t VALUES (6)");
+    let log = run_until_fatal(&bed.file, bed.dir.path(), &[]);
+    assert!(
+        log.contains(
+            "replication slot siphon_shop does not exist but connector shop has a stored offset at"
+        ),
+        "{log}"
+    );
+    assert_eq!(
+        bed.pg
+            .psql("shop", "SELECT count(*) FROM pg_replication_slots"),
+        "0",
+        "the slot must not be re-created"
+    );
+    assert_eq!(
+        read_committed(&bed.broker.bootstrap, "shop.public.t").len(),
+        5
+    );
+    drop(bed.registry);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_advanced_behind_siphons_back_is_refused() {
+    let bed = streamed_and_stopped().await;
+    bed.pg
+        .psql("shop", "INSERT INTO t SELECT generate_series(6, 10)");
+    bed.pg.psql(
+        "shop",
+        "SELECT pg_replication_slot_advance('siphon_shop', pg_current_wal_lsn())",
+    );
+    let log = run_until_fatal(&bed.file, bed.dir.path(), &[]);
+    assert!(
+        log.contains("replication slot siphon_shop has confirmed")
+            && log.contains("but connector shop stored only")
+            && log.contains("changes in between were consumed outside siphon and are lost"),
+        "{log}"
+    );
+    assert_eq!(
+        read_committed(&bed.broker.bootstrap, "shop.public.t").len(),
+        5
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_different_database_system_is_refused() {
+    let bed = streamed_and_stopped().await;
+    // The same connector file now points at another cluster (a restore, or a
+    // failover to a server that is not a copy of the first one).
+    let other = PgCluster::start();
+    other.create_database("shop");
+    other.psql("shop", "CREATE TABLE t (id int PRIMARY KEY)");
+    let text = std::fs::read_to_string(&bed.file).unwrap().replace(
+        &format!("port = {}", bed.pg.port()),
+        &format!("port = {}", other.port()),
+    );
+    std::fs::write(&bed.file, text).unwrap();
+    let log = run_until_fatal(&bed.file, bed.dir.path(), &[]);
+    assert!(
+        log.contains(
+            "PostgreSQL system identifier changed: the stored offset of connector shop belongs to"
+        ),
+        "{log}"
+    );
+    // Nothing was created on the wrong server.
+    assert_eq!(
+        other.psql(
+            "shop",
+            "SELECT (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_publication)"
+        ),
+        "0"
+    );
+}

@@ -163,7 +163,6 @@ async fn run_once(
 
     let catalog = Catalog::connect(pg).await?;
     catalog.preflight(cfg).await?;
-    catalog.ensure_publication(cfg).await?;
 
     // Fence any previous instance before trusting what the offsets topic says.
     let producer = TxProducer::start(cfg).await?;
@@ -210,6 +209,9 @@ async fn run_once(
         }
     }
 
+    // Only now, with the server known to be the one the offset belongs to,
+    // create anything on it.
+    catalog.ensure_publication(cfg).await?;
     match catalog.slot_state(&pg.slot).await? {
         None => {
             if let Some(s) = &stored {
@@ -311,10 +313,19 @@ async fn run_once(
         written_at_ms: 0,
     });
     let (tx, rx) = mpsc::channel(cfg.pipeline.channel_capacity_events);
-    let byte_budget = Arc::new(tokio::sync::Semaphore::new(cfg.pipeline.channel_capacity_bytes as usize));
+    let byte_budget = Arc::new(tokio::sync::Semaphore::new(
+        cfg.pipeline.channel_capacity_bytes as usize,
+    ));
     let (flushed_tx, flushed_rx) = watch::channel(initial.flush_lsn);
     let writer = writer::Writer::new(Arc::clone(cfg), producer, registry, initial, flushed_tx);
     let writer = tokio::spawn(writer.run(rx));
-    let reader = reader::Reader::new(Arc::clone(cfg), catalog, stored, tx, byte_budget, flushed_rx);
+    let reader = reader::Reader::new(
+        Arc::clone(cfg),
+        catalog,
+        stored,
+        tx,
+        byte_budget,
+        flushed_rx,
+    );
     reader.run(stream, cancel.clone(), writer).await
 }

@@ -75,9 +75,8 @@ fn event_size(event: &ChangeEvent) -> u32 {
             })
             .sum()
     };
-    let n = 128
-        + event.old.as_ref().map_or(0, |(_, t)| tuple(t))
-        + event.new.as_ref().map_or(0, tuple);
+    let n =
+        128 + event.old.as_ref().map_or(0, |(_, t)| tuple(t)) + event.new.as_ref().map_or(0, tuple);
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
