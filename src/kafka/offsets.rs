@@ -66,6 +66,13 @@ impl OffsetRecord {
         self.txn_complete || self.index.is_some_and(|i| pos.index <= i)
     }
 
+    /// Whether both records say the same about progress (ignoring when
+    /// they were written).
+    pub fn same_position(&self, other: &OffsetRecord) -> bool {
+        (self.commit_lsn, self.index, self.txn_complete, self.flush_lsn)
+            == (other.commit_lsn, other.index, other.txn_complete, other.flush_lsn)
+    }
+
     /// Avro body (no Confluent header).
     pub fn to_avro(&self) -> Vec<u8> {
         let value = Value::Record(vec![

@@ -120,7 +120,9 @@ impl Writer {
                 },
             }
         }
-        if self.batch.is_some() {
+        // Also store progress that no event carried (transactions whose
+        // changes were all re-sent ones), so a restart need not re-read them.
+        if self.batch.is_some() || !self.pending.same_position(&self.durable) {
             self.commit().await?;
         }
         Ok(self.durable.flush_lsn)
