@@ -91,6 +91,8 @@ url = "{registry}"
     let mut siphon = Command::new(&siphon_bin)
         .arg("run")
         .arg(&file)
+        .arg("--http-addr")
+        .arg("127.0.0.1:0")
         .stdin(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", siphon_bin.display()))?;

@@ -1,5 +1,6 @@
 //! Command line: `siphon run`, `siphon check`, `siphon version`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,13 @@ pub enum Command {
     Run {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Address of the HTTP server (/health/live, /health/ready, /metrics).
+        #[arg(long, env = "SIPHON_HTTP_ADDR", default_value = "0.0.0.0:9090")]
+        http_addr: SocketAddr,
+        /// On SIGTERM, how long connectors may take to commit or abort their
+        /// open Kafka transaction, ack and close before siphon exits anyway.
+        #[arg(long, env = "SIPHON_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
+        shutdown_grace_ms: u64,
     },
     /// Load and validate connector files without connecting to anything.
     Check {

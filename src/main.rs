@@ -2,8 +2,10 @@
 //! connector files, run them until SIGTERM/SIGINT, and exit non-zero if a
 //! connector stopped with a fatal error.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use siphon::cli::{Cli, Command};
@@ -30,7 +32,11 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { paths } => {
+        Command::Run {
+            paths,
+            http_addr,
+            shutdown_grace_ms,
+        } => {
             let connectors = match config::load_paths(&paths) {
                 Ok(c) => c,
                 Err(e) => {
@@ -49,13 +55,31 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(run(connectors))
+            runtime.block_on(run(
+                connectors,
+                http_addr,
+                Duration::from_millis(shutdown_grace_ms),
+            ))
         }
     }
 }
 
-async fn run(connectors: Vec<config::ConnectorConfig>) -> ExitCode {
+async fn run(
+    connectors: Vec<config::ConnectorConfig>,
+    http_addr: SocketAddr,
+    grace: Duration,
+) -> ExitCode {
     let root = CancellationToken::new();
+    // The HTTP server outlives the connectors' shutdown, so probes keep
+    // answering (not ready) while they finish.
+    let http_cancel = CancellationToken::new();
+    match siphon::telemetry::http::serve(http_addr, http_cancel.clone()).await {
+        Ok(bound) => info!(address = %bound, "serving /health/live, /health/ready, /metrics"),
+        Err(e) => {
+            error!(address = %http_addr, error = %e, "cannot serve HTTP: choose another --http-addr");
+            return ExitCode::FAILURE;
+        }
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for cfg in connectors {
         let cfg = Arc::new(cfg);
@@ -67,13 +91,34 @@ async fn run(connectors: Vec<config::ConnectorConfig>) -> ExitCode {
         });
     }
     let shutdown = root.clone();
+    let (grace_tx, grace_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         wait_for_signal().await;
-        info!("shutdown requested: finishing open Kafka transactions");
+        info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutdown requested: finishing open Kafka transactions"
+        );
         shutdown.cancel();
+        tokio::time::sleep(grace).await;
+        let _ = grace_tx.send(());
     });
     let mut failed = false;
-    while let Some(joined) = tasks.join_next().await {
+    tokio::pin!(grace_rx);
+    loop {
+        let joined = tokio::select! {
+            joined = tasks.join_next() => match joined {
+                Some(j) => j,
+                None => break,
+            },
+            _ = &mut grace_rx => {
+                // Whatever is still open is aborted by the next instance's
+                // fencing; its changes are re-sent, nothing is lost.
+                error!(remaining = tasks.len(), "shutdown grace period elapsed; exiting with connectors still running");
+                tasks.abort_all();
+                failed = true;
+                break;
+            }
+        };
         match joined {
             Ok((_, Ok(()))) => {}
             Ok((name, Err(_))) => {
@@ -87,6 +132,7 @@ async fn run(connectors: Vec<config::ConnectorConfig>) -> ExitCode {
             }
         }
     }
+    http_cancel.cancel();
     if failed {
         ExitCode::FAILURE
     } else {

@@ -39,6 +39,8 @@ use crate::postgres::catalog::Catalog;
 use crate::postgres::replication::{
     ReplicationClient, ReplicationConfig, SnapshotAction, StartOptions,
 };
+use crate::telemetry::health::{self, ConnectorState};
+use crate::telemetry::metrics::metrics;
 
 /// What flows from the reader to the writer, in stream order.
 #[derive(Debug)]
@@ -112,20 +114,34 @@ pub async fn supervise(
     const MIN_BACKOFF: Duration = Duration::from_millis(250);
     const MAX_BACKOFF: Duration = Duration::from_secs(30);
     let mut backoff = MIN_BACKOFF;
+    let name = cfg.name.as_str();
     loop {
         let started = Instant::now();
+        health::set_state(name, ConnectorState::Starting);
         let result = run_once(&cfg, &cancel).await;
+        if let Err(e) = &result {
+            metrics()
+                .errors
+                .with_label_values(&[name, e.class().to_string().as_str()])
+                .inc();
+        }
         match result {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                health::set_state(name, ConnectorState::Stopped);
+                return Ok(());
+            }
             Err(e) if cancel.is_cancelled() => {
+                health::set_state(name, ConnectorState::Stopped);
                 warn!(connector = %cfg.name, error = %chain(&e), "connector stopped with an error during shutdown");
                 return Ok(());
             }
             Err(e) if e.class() == ErrorClass::Fatal => {
+                health::set_state(name, ConnectorState::Failed);
                 error!(connector = %cfg.name, error = %chain(&e), "connector stopped: fix the cause and restart it");
                 return Err(e);
             }
             Err(e) => {
+                health::set_state(name, ConnectorState::Retrying);
                 if started.elapsed() > MAX_BACKOFF * 2 {
                     backoff = MIN_BACKOFF;
                 }
@@ -281,6 +297,7 @@ async fn run_once(
         }
         .into());
     }
+    health::set_state(name.as_str(), ConnectorState::Streaming);
     info!(
         connector = %name,
         slot = %pg.slot,

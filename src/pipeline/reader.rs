@@ -27,6 +27,7 @@ use crate::postgres::PgError;
 use crate::postgres::catalog::Catalog;
 use crate::postgres::pgoutput::{self, LogicalMessage};
 use crate::postgres::replication::{ReplicationError, ReplicationMessage, ReplicationStream};
+use crate::telemetry::metrics::metrics;
 
 pub(super) struct Reader {
     cfg: Arc<ConnectorConfig>,
@@ -214,6 +215,14 @@ impl Reader {
         );
         self.acked = self.acked.max(flush);
         let written = self.received.max(self.acked);
+        let m = metrics();
+        let name = self.cfg.name.as_str();
+        m.replication_lag_bytes
+            .with_label_values(&[name])
+            .set(i64::try_from(written.0 - self.acked.0).unwrap_or(i64::MAX));
+        m.channel_events
+            .with_label_values(&[name])
+            .set((self.tx.max_capacity() - self.tx.capacity()) as i64);
         stream
             .send_status_update(written, self.acked, self.acked, reply)
             .await

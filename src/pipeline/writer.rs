@@ -15,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use crate::telemetry::metrics::metrics;
+
 use super::{ConnectorError, Item};
 use crate::avro::encode::{EncodePlan, EnvelopeContext};
 use crate::avro::registry::RegistryClient;
@@ -28,6 +30,8 @@ use crate::kafka::topic;
 /// Everything needed to write one relation version's events.
 struct Plan {
     encode: EncodePlan,
+    /// `schema.table`, the metrics label.
+    table: Arc<str>,
     topic: String,
     key_id: Option<u32>,
     value_id: u32,
@@ -58,6 +62,11 @@ pub(super) struct Writer {
     key_buf: Vec<u8>,
     value_buf: Vec<u8>,
     version: &'static str,
+    /// Events of the open transaction by (table, op), counted into the
+    /// metrics once it commits.
+    batch_counts: HashMap<(Arc<str>, Op), u64>,
+    /// Commit time of the newest change in the open transaction.
+    newest_commit_us: Option<i64>,
 }
 
 impl Writer {
@@ -88,6 +97,8 @@ impl Writer {
             key_buf: Vec::with_capacity(256),
             value_buf: Vec::with_capacity(4096),
             version: env!("CARGO_PKG_VERSION"),
+            batch_counts: HashMap::new(),
+            newest_commit_us: None,
         }
     }
 
@@ -97,7 +108,14 @@ impl Writer {
     pub(super) async fn run(mut self, rx: mpsc::Receiver<Item>) -> Result<Lsn, ConnectorError> {
         let result = self.run_inner(rx).await;
         if result.is_err() && self.batch.is_some() {
-            let _ = self.producer.abort().await;
+            let outcome = match self.producer.abort().await {
+                Ok(()) => "aborted",
+                Err(_) => "failed",
+            };
+            metrics()
+                .kafka_transactions
+                .with_label_values(&[self.cfg.name.as_str(), outcome])
+                .inc();
         }
         result
     }
@@ -249,6 +267,11 @@ impl Writer {
             b.events += events;
             b.bytes += bytes;
         }
+        *self
+            .batch_counts
+            .entry((Arc::clone(&plan.table), event.op))
+            .or_default() += 1;
+        self.newest_commit_us = Some(event.tx.commit_ts_us);
         Ok(())
     }
 
@@ -302,6 +325,7 @@ impl Writer {
         info!(connector = %self.cfg.name, table = %table, shape = rv.version, key_schema_id = ?key_id, value_schema_id = value_id, "schema registered");
         let plan = Arc::new(Plan {
             encode,
+            table: Arc::from(table.as_str()),
             topic,
             key_id,
             value_id,
@@ -311,13 +335,20 @@ impl Writer {
     }
 
     async fn register(&self, subject: &str, schema: &str) -> Result<u32, ConnectorError> {
-        self.registry
-            .register(subject, schema)
-            .await
-            .map_err(|source| ConnectorError::Registry {
-                subject: subject.to_owned(),
-                source,
-            })
+        let result = self.registry.register(subject, schema).await;
+        let outcome = if result.is_ok() {
+            "registered"
+        } else {
+            "error"
+        };
+        metrics()
+            .registry_requests
+            .with_label_values(&[self.cfg.name.as_str(), outcome])
+            .inc();
+        result.map_err(|source| ConnectorError::Registry {
+            subject: subject.to_owned(),
+            source,
+        })
     }
 
     /// Writes the offset record into the open transaction (opening one for
@@ -346,7 +377,33 @@ impl Writer {
             )
             .await?;
         let started = Instant::now();
-        self.producer.commit().await?;
+        let name = self.cfg.name.as_str();
+        let m = metrics();
+        if let Err(e) = self.producer.commit().await {
+            // Fate unknown: the caller restarts with a new producer, whose
+            // fencing aborts this transaction if it is still open.
+            self.batch = None;
+            m.kafka_transactions
+                .with_label_values(&[name, "failed"])
+                .inc();
+            return Err(e.into());
+        }
+        m.kafka_transactions
+            .with_label_values(&[name, "committed"])
+            .inc();
+        m.kafka_commit_seconds
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
+        for ((table, op), n) in self.batch_counts.drain() {
+            m.events
+                .with_label_values(&[name, &table, op.code()])
+                .inc_by(n);
+        }
+        let lag_ms = self
+            .newest_commit_us
+            .take()
+            .map_or(0, |ts| (now_us() - ts).max(0) / 1000);
+        m.replication_lag_ms.with_label_values(&[name]).set(lag_ms);
         let batch = self.batch.take();
         self.durable = self.pending.clone();
         self.last_commit = Instant::now();

@@ -1,5 +1,10 @@
-//! Logging setup. Structured fields first, message last; never row values
-//! or secrets.
+//! Telemetry: logging setup, metrics, connector health, and the HTTP
+//! endpoints that expose them. Structured fields first, message last;
+//! never row values or secrets.
+
+pub mod health;
+pub mod http;
+pub mod metrics;
 
 use std::io::IsTerminal;
 

@@ -71,6 +71,8 @@ url = "{registry_url}"
 pub struct Siphon {
     child: Option<Child>,
     log: PathBuf,
+    /// Port of its HTTP server (health and metrics).
+    pub http_port: u16,
 }
 
 impl Siphon {
@@ -78,9 +80,12 @@ impl Siphon {
         let n = std::fs::read_dir(log_dir).map(|d| d.count()).unwrap_or(0);
         let log = log_dir.join(format!("siphon-{n}.log"));
         let file = std::fs::File::create(&log).expect("siphon log");
+        let http_port = super::kafka::free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_siphon"));
         cmd.arg("run")
             .arg(connector)
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{http_port}"))
             .env("RUST_LOG", "warn,siphon=debug")
             .stdout(Stdio::from(file.try_clone().expect("log handle")))
             .stderr(Stdio::from(file));
@@ -91,7 +96,35 @@ impl Siphon {
         Siphon {
             child: Some(child),
             log,
+            http_port,
         }
+    }
+
+    /// GET on siphon's HTTP server: (status, body); None when it does not answer.
+    pub async fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        let url = format!("http://127.0.0.1:{}{path}", self.http_port);
+        let response = reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    }
+
+    /// The value of one metric sample from /metrics, e.g.
+    /// `siphon_events_total{connector="app",op="c",table="public.items"}`
+    /// (labels in alphabetical order, as Prometheus prints them).
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, body) = self.http_get("/metrics").await?;
+        body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,0 +1,182 @@
+//! Operations: health endpoints follow the connectors, metrics move with
+//! traffic, and secrets and row values never reach logs or metrics.
+
+mod support;
+
+use std::time::Duration;
+
+use support::kafka::{Broker, read_committed};
+use support::poll_until;
+use support::postgres::{PgCluster, PgOptions};
+use support::registry::RegistryStandIn;
+use support::siphon::{Siphon, Spec, connector_file};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_connector_and_metrics_move_with_traffic() {
+    let mut pg = PgCluster::start();
+    pg.create_database("tel");
+    pg.psql("tel", "CREATE TABLE t (id int PRIMARY KEY, v text)");
+    let broker = Broker::start();
+    let registry = RegistryStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = connector_file(
+        dir.path(),
+        &Spec {
+            name: "tel",
+            pg: &pg,
+            database: "tel",
+            broker: &broker,
+            registry_url: &registry.url,
+            tables: &["public.t"],
+            extra_kafka: "",
+        },
+    );
+    let s = Siphon::start(&file, dir.path(), &[]);
+    poll_until(WAIT, "ready", async || {
+        matches!(s.http_get("/health/ready").await, Some((200, _))).then_some(())
+    })
+    .await;
+    let (status, body) = s.http_get("/health/ready").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains(r#""tel":"streaming""#), "{body}");
+    assert_eq!(s.http_get("/health/live").await.map(|r| r.0), Some(200));
+
+    let events = r#"siphon_events_total{connector="tel",op="c",table="public.t"}"#;
+    let committed = r#"siphon_kafka_transactions_total{connector="tel",outcome="committed"}"#;
+    pg.psql(
+        "tel",
+        "INSERT INTO t SELECT g, 'x' FROM generate_series(1, 10) g",
+    );
+    poll_until(WAIT, "10 events counted", async || {
+        (s.metric(events).await == Some(10.0)).then_some(())
+    })
+    .await;
+    let commits_before = s.metric(committed).await.expect("commits counted");
+    assert!(commits_before >= 1.0);
+    pg.psql("tel", "UPDATE t SET v = 'y' WHERE id <= 3");
+    let updates = r#"siphon_events_total{connector="tel",op="u",table="public.t"}"#;
+    poll_until(WAIT, "3 updates counted", async || {
+        (s.metric(updates).await == Some(3.0)).then_some(())
+    })
+    .await;
+    assert!(s.metric(committed).await.unwrap() > commits_before);
+    let (_, metrics) = s.http_get("/metrics").await.unwrap();
+    for name in [
+        "siphon_kafka_commit_duration_seconds_count{connector=\"tel\"}",
+        "siphon_replication_lag_bytes{connector=\"tel\"}",
+        "siphon_replication_lag_milliseconds{connector=\"tel\"}",
+        "siphon_registry_requests_total{connector=\"tel\",outcome=\"registered\"}",
+        "siphon_connector_state{connector=\"tel\",state=\"streaming\"} 1",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+
+    // PostgreSQL goes away: the connector retries and is not ready ...
+    pg.stop("fast");
+    poll_until(WAIT, "not ready while PostgreSQL is down", async || {
+        matches!(s.http_get("/health/ready").await, Some((503, _))).then_some(())
+    })
+    .await;
+    let (_, body) = s.http_get("/health/ready").await.unwrap();
+    assert!(body.contains(r#""tel":"retrying""#), "{body}");
+    assert_eq!(s.http_get("/health/live").await.map(|r| r.0), Some(200));
+    let transient = r#"siphon_errors_total{class="transient",connector="tel"}"#;
+    assert!(s.metric(transient).await.unwrap_or(0.0) >= 1.0);
+
+    // ... and ready again once it is back, streaming what happened meanwhile.
+    pg.start_again();
+    poll_until(WAIT, "ready again", async || {
+        matches!(s.http_get("/health/ready").await, Some((200, _))).then_some(())
+    })
+    .await;
+    pg.psql("tel", "INSERT INTO t VALUES (11, 'z')");
+    poll_until(WAIT, "11 inserts counted", async || {
+        (s.metric(events).await == Some(11.0)).then_some(())
+    })
+    .await;
+    assert_eq!(read_committed(&broker.bootstrap, "tel.public.t").len(), 14);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_secret_and_row_values_never_reach_logs_or_metrics() {
+    const SECRET: &str = "Planted-Secret-7f3a9c";
+    const ROW_VALUE: &str = "Planted-Row-Value-51d2e8";
+    let pg = PgCluster::start_with(PgOptions {
+        auth_method: "scram-sha-256".into(),
+        password: Some(SECRET.into()),
+        ..PgOptions::default()
+    });
+    pg.create_database("sec");
+    pg.psql(
+        "sec",
+        "CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL)",
+    );
+    let broker = Broker::start();
+    let registry = RegistryStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = connector_file(
+        dir.path(),
+        &Spec {
+            name: "sec",
+            pg: &pg,
+            database: "sec",
+            broker: &broker,
+            registry_url: &registry.url,
+            tables: &["public.t"],
+            extra_kafka: "",
+        },
+    );
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "[postgres]\n",
+        "[postgres]\npassword_env = \"SEC_PG_PASSWORD\"\n",
+    );
+    std::fs::write(&file, text).unwrap();
+    // Everything at debug level, dependencies included.
+    let env = [("SEC_PG_PASSWORD", SECRET), ("RUST_LOG", "debug")];
+    let mut s = Siphon::start(&file, dir.path(), &env);
+    poll_until(WAIT, "ready", async || {
+        matches!(s.http_get("/health/ready").await, Some((200, _))).then_some(())
+    })
+    .await;
+    pg.psql(
+        "sec",
+        &format!("INSERT INTO t VALUES (1, '{ROW_VALUE}'); UPDATE t SET v = '{ROW_VALUE}!' WHERE id = 1; DELETE FROM t;"),
+    );
+    let bootstrap = broker.bootstrap.clone();
+    poll_until(WAIT, "events", async || {
+        (read_committed(&bootstrap, "sec.public.t").len() == 4).then_some(())
+    })
+    .await;
+    let (_, metrics) = s.http_get("/metrics").await.unwrap();
+    let (_, ready) = s.http_get("/health/ready").await.unwrap();
+    assert!(s.stop().success());
+    let log = s.log();
+    assert!(
+        log.contains("streaming"),
+        "the log is not what the test thinks:\n{log}"
+    );
+    for (what, text) in [("log", &log), ("metrics", &metrics), ("readiness", &ready)] {
+        assert!(!text.contains(SECRET), "the secret leaked into the {what}");
+        assert!(
+            !text.contains(ROW_VALUE),
+            "a row value leaked into the {what}"
+        );
+    }
+    // A failing login names the problem, not the password.
+    let wrong = [
+        ("SEC_PG_PASSWORD", "Wrong-Planted-Secret-2b"),
+        ("RUST_LOG", "debug"),
+    ];
+    let mut failing = Siphon::start(&file, dir.path(), &wrong);
+    failing
+        .wait(Duration::from_secs(60))
+        .expect("a wrong password is fatal");
+    let log = failing.log();
+    assert!(log.contains("password authentication failed"), "{log}");
+    assert!(
+        !log.contains("Wrong-Planted-Secret-2b") && !log.contains(SECRET),
+        "{log}"
+    );
+}
