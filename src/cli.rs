@@ -41,10 +41,14 @@ pub enum Command {
         #[arg(long, env = "SIPHON_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
         shutdown_grace_ms: u64,
     },
-    /// Load and validate connector files without connecting to anything.
+    /// Validate connector files, then check PostgreSQL, Kafka and the
+    /// schema registry for each connector (read-only); exit 1 on problems.
     Check {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Only validate the files; connect to nothing.
+        #[arg(long)]
+        offline: bool,
     },
     /// Print the version.
     Version,

@@ -22,6 +22,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod avro;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -20,18 +20,38 @@ fn main() -> ExitCode {
             println!("siphon {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Check { paths } => match config::load_paths(&paths) {
-            Ok(connectors) => {
+        Command::Check { paths, offline } => {
+            let connectors = match config::load_paths(&paths) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if offline {
                 for c in connectors {
                     println!("{}: connector {} is valid", c.file.display(), c.name);
                 }
-                ExitCode::SUCCESS
+                return ExitCode::SUCCESS;
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
-            }
-        },
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            runtime.block_on(async {
+                let mut all_ok = true;
+                for c in &connectors {
+                    let findings = siphon::check::check_connector(c).await;
+                    let (report, ok) = siphon::check::render(c, &findings);
+                    print!("{report}");
+                    all_ok &= ok;
+                }
+                if all_ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            })
+        }
         Command::Run {
             paths,
             http_addr,
@@ -45,15 +65,8 @@ fn main() -> ExitCode {
                 }
             };
             siphon::telemetry::init(cli.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
             };
             runtime.block_on(run(
                 connectors,
@@ -62,6 +75,14 @@ fn main() -> ExitCode {
             ))
         }
     }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .inspect_err(|e| eprintln!("cannot start the async runtime: {e}"))
+        .ok()
 }
 
 async fn run(

@@ -7,6 +7,7 @@
 //! `isolation.level=read_committed` when reading the stored offset back.
 
 pub mod offsets;
+pub mod preflight;
 pub mod producer;
 pub mod topic;
 

@@ -72,6 +72,21 @@ impl Catalog {
     /// Checks everything that would make streaming fail or lose data, and
     /// reports all problems at once.
     pub async fn preflight(&self, cfg: &ConnectorConfig) -> Result<(), PgError> {
+        let problems = self.problems(cfg).await?;
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(PgError::Preflight {
+                connector: cfg.name.to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// What would stop the connector from streaming correctly, each with
+    /// its fix: wal_level, the REPLICATION privilege, and every table's
+    /// existence, replica identity and SELECT privilege.
+    pub async fn problems(&self, cfg: &ConnectorConfig) -> Result<Vec<String>, PgError> {
         let mut problems = Vec::new();
         let q = |e| PgError::Query {
             what: "preflight checks",
@@ -104,21 +119,14 @@ impl Catalog {
             ));
         }
         for table in &cfg.postgres.tables {
-            if let Some(p) = self.check_table(table).await? {
+            if let Some(p) = self.check_table(table, &cfg.postgres.user).await? {
                 problems.push(p);
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(PgError::Preflight {
-                connector: cfg.name.to_string(),
-                problems,
-            })
-        }
+        Ok(problems)
     }
 
-    async fn check_table(&self, table: &TableName) -> Result<Option<String>, PgError> {
+    async fn check_table(&self, table: &TableName, user: &str) -> Result<Option<String>, PgError> {
         let row = self
             .client
             .query_opt(
@@ -166,8 +174,9 @@ impl Catalog {
                 "table {table} has REPLICA IDENTITY USING INDEX but the index is gone: {fix}"
             )),
             _ if !can_select => Some(format!(
-                "role may not read table {table}: run GRANT SELECT ON {} TO <siphon role>;",
-                table.quoted()
+                "role {user} may not read table {table}: run GRANT SELECT ON {} TO {};",
+                table.quoted(),
+                quote_ident(user)
             )),
             _ => None,
         };

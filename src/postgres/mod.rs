@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod pgoutput;
+pub mod preflight;
 pub mod replication;
 
 use tokio_postgres::error::SqlState;

@@ -1,0 +1,103 @@
+//! `siphon check`: validates connector files, then asks PostgreSQL, Kafka
+//! and the schema registry whether each connector could run, printing one
+//! line per finding with the fix for each problem. Changes nothing.
+
+use std::fmt::Write as _;
+
+use crate::avro::registry::{RegistryClient, RegistryClientConfig};
+use crate::config::ConnectorConfig;
+use crate::kafka::topic;
+
+/// One line of the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub ok: bool,
+    pub component: &'static str,
+    pub message: String,
+}
+
+impl Finding {
+    pub fn ok(component: &'static str, message: String) -> Finding {
+        Finding {
+            ok: true,
+            component,
+            message,
+        }
+    }
+
+    pub fn problem(component: &'static str, message: String) -> Finding {
+        Finding {
+            ok: false,
+            component,
+            message,
+        }
+    }
+}
+
+/// Checks one connector against its services.
+pub async fn check_connector(cfg: &ConnectorConfig) -> Vec<Finding> {
+    let mut findings = crate::postgres::preflight::check(cfg).await;
+    findings.extend(crate::kafka::preflight::check(cfg).await);
+    findings.extend(check_registry(cfg).await);
+    findings
+}
+
+async fn check_registry(cfg: &ConnectorConfig) -> Vec<Finding> {
+    const COMPONENT: &str = "registry";
+    let client = match RegistryClient::new(&RegistryClientConfig {
+        url: cfg.registry.url.clone(),
+        username: cfg.registry.username.clone(),
+        password: cfg
+            .registry
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_owned()),
+        request_timeout_ms: cfg.registry.request_timeout_ms,
+    }) {
+        Ok(c) => c,
+        Err(e) => return vec![Finding::problem(COMPONENT, e.to_string())],
+    };
+    let subject = cfg.postgres.tables.first().map_or_else(
+        || topic::value_subject(&cfg.kafka.offsets_topic),
+        |t| {
+            topic::value_subject(&topic::table_topic(
+                &cfg.kafka.topic_prefix,
+                &t.schema,
+                &t.table,
+            ))
+        },
+    );
+    match client.compatibility(&subject).await {
+        Ok(level) => vec![Finding::ok(
+            COMPONENT,
+            format!(
+                "reached {}; compatibility level for {subject} is {level}",
+                cfg.registry.url
+            ),
+        )],
+        Err(e) => vec![Finding::problem(
+            COMPONENT,
+            format!(
+                "{}; check registry.url and its credentials",
+                crate::pipeline::chain(&e)
+            ),
+        )],
+    }
+}
+
+/// The report for one connector, and whether it found no problem.
+pub fn render(cfg: &ConnectorConfig, findings: &[Finding]) -> (String, bool) {
+    let mut out = String::new();
+    let _ = writeln!(out, "{} (connector {})", cfg.file.display(), cfg.name);
+    for f in findings {
+        let mark = if f.ok { "ok     " } else { "PROBLEM" };
+        let _ = writeln!(out, "  {mark} {}: {}", f.component, f.message);
+    }
+    let problems = findings.iter().filter(|f| !f.ok).count();
+    if problems == 0 {
+        let _ = writeln!(out, "  => ready to run");
+    } else {
+        let _ = writeln!(out, "  => {problems} problem(s) to fix");
+    }
+    (out, problems == 0)
+}

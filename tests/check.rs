@@ -1,0 +1,122 @@
+//! `siphon check`: a readable report of what would stop a connector, each
+//! problem with its fix, against real services; exit 1 on problems.
+
+mod support;
+
+use std::process::Command;
+
+use support::kafka::{Broker, free_port};
+use support::postgres::{PgCluster, PgOptions};
+use support::registry::RegistryStandIn;
+use support::siphon::{Spec, connector_file};
+
+fn check(file: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_siphon"))
+        .arg("check")
+        .arg(file)
+        .output()
+        .expect("run siphon check");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_on_a_good_setup() {
+    let pg = PgCluster::start();
+    pg.create_database("shop");
+    pg.psql("shop", "CREATE TABLE orders (id int PRIMARY KEY)");
+    let broker = Broker::start();
+    let registry = RegistryStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = connector_file(
+        dir.path(),
+        &Spec {
+            name: "shop",
+            pg: &pg,
+            database: "shop",
+            broker: &broker,
+            registry_url: &registry.url,
+            tables: &["public.orders"],
+            extra_kafka: "",
+        },
+    );
+    let (code, report) = check(&file);
+    assert_eq!(code, Some(0), "{report}");
+    for line in [
+        "ok      postgres: connected to 127.0.0.1:",
+        "ok      postgres: wal_level is logical, role postgres may replicate, and 1 captured table(s) exist",
+        "ok      postgres: slot siphon_shop does not exist yet; siphon will create it",
+        "ok      postgres: publication siphon_shop does not exist yet; siphon will create it",
+        "ok      kafka: reached 127.0.0.1:",
+        "ok      kafka: transactions are allowed",
+        "ok      kafka: 2 topic(s) do not exist yet and will be created: siphon.offsets, shop.public.orders",
+        "ok      registry: reached http://127.0.0.1:",
+        "=> ready to run",
+    ] {
+        assert!(report.contains(line), "missing {line:?} in:\n{report}");
+    }
+    // Read-only: nothing was created.
+    assert_eq!(
+        pg.psql(
+            "shop",
+            "SELECT (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_publication)"
+        ),
+        "0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_each_problem_with_its_fix() {
+    let pg = PgCluster::start_with(PgOptions {
+        wal_level: "replica".into(),
+        ..PgOptions::default()
+    });
+    pg.create_database("shop");
+    pg.psql(
+        "shop",
+        "CREATE ROLE app LOGIN;
+         CREATE TABLE orders (id int PRIMARY KEY);
+         CREATE TABLE loose (v text);
+         CREATE TABLE secret (id int PRIMARY KEY);
+         GRANT SELECT ON orders, loose TO app;",
+    );
+    let broker = Broker::start();
+    let registry = RegistryStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = connector_file(
+        dir.path(),
+        &Spec {
+            name: "shop",
+            pg: &pg,
+            database: "shop",
+            broker: &broker,
+            registry_url: &registry.url,
+            tables: &["public.orders", "public.loose", "public.secret"],
+            extra_kafka: "",
+        },
+    );
+    // Connect as the unprivileged role, to an unreachable broker and registry.
+    let closed = free_port();
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("user = \"postgres\"", "user = \"app\"")
+        .replace(&broker.bootstrap, &format!("127.0.0.1:{closed}"))
+        .replace(&registry.url, &format!("http://127.0.0.1:{closed}"));
+    std::fs::write(&file, text).unwrap();
+    let (code, report) = check(&file);
+    assert_eq!(code, Some(1), "{report}");
+    for line in [
+        "PROBLEM postgres: wal_level is \"replica\", logical replication needs \"logical\": run ALTER SYSTEM SET wal_level = logical; and restart PostgreSQL",
+        "PROBLEM postgres: role app may not stream changes: run ALTER ROLE \"app\" WITH REPLICATION;",
+        "PROBLEM postgres: table public.loose has no primary key and REPLICA IDENTITY DEFAULT, so its updates and deletes cannot be captured: add a primary key, or run ALTER TABLE \"public\".\"loose\" REPLICA IDENTITY FULL;",
+        "PROBLEM postgres: role app may not read table public.secret: run GRANT SELECT ON \"public\".\"secret\" TO \"app\";",
+        "PROBLEM postgres: publication siphon_shop does not exist and role app does not own \"public\".\"orders\", \"public\".\"loose\", \"public\".\"secret\", so it cannot create it",
+        "PROBLEM kafka: cannot reach Kafka at 127.0.0.1:",
+        "PROBLEM registry: ",
+        "=> 7 problem(s) to fix",
+    ] {
+        assert!(report.contains(line), "missing {line:?} in:\n{report}");
+    }
+}
