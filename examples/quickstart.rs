@@ -124,6 +124,7 @@ url = "{registry}"
         username: None,
         password: None,
         request_timeout_ms: 5_000,
+        root_cert_file: None,
     })?;
     // customers: 2 inserts, 1 update, 1 delete + tombstone; orders: 1 insert.
     let expected = [("shop.public.customers", 5), ("shop.public.orders", 1)];

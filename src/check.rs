@@ -44,16 +44,7 @@ pub async fn check_connector(cfg: &ConnectorConfig) -> Vec<Finding> {
 
 async fn check_registry(cfg: &ConnectorConfig) -> Vec<Finding> {
     const COMPONENT: &str = "registry";
-    let client = match RegistryClient::new(&RegistryClientConfig {
-        url: cfg.registry.url.clone(),
-        username: cfg.registry.username.clone(),
-        password: cfg
-            .registry
-            .password
-            .as_ref()
-            .map(|p| p.expose().to_owned()),
-        request_timeout_ms: cfg.registry.request_timeout_ms,
-    }) {
+    let client = match RegistryClient::new(&RegistryClientConfig::from(&cfg.registry)) {
         Ok(c) => c,
         Err(e) => return vec![Finding::problem(COMPONENT, e.to_string())],
     };

@@ -40,6 +40,7 @@ impl Bed {
             username: None,
             password: None,
             request_timeout_ms: 5_000,
+            root_cert_file: None,
         })
         .expect("registry client");
         Bed {

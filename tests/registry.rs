@@ -41,6 +41,7 @@ fn client_for(url: &str) -> RegistryClient {
         username: None,
         password: None,
         request_timeout_ms: 5_000,
+        root_cert_file: None,
     })
     .unwrap()
 }
@@ -331,6 +332,7 @@ async fn unreachable_and_silent_registries_are_transient() {
         username: None,
         password: None,
         request_timeout_ms: 200,
+        root_cert_file: None,
     })
     .unwrap();
     let err = client.schema_by_id(1).await.unwrap_err();

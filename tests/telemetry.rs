@@ -180,3 +180,64 @@ async fn a_planted_secret_and_row_values_never_reach_logs_or_metrics() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failing_connector_does_not_stop_another_in_the_same_process() {
+    let pg = PgCluster::start();
+    pg.create_database("multi");
+    pg.psql(
+        "multi",
+        "CREATE TABLE good (id int PRIMARY KEY); CREATE TABLE bad (v text);",
+    );
+    let broker = Broker::start();
+    let registry = RegistryStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, table) in [("good", "public.good"), ("bad", "public.bad")] {
+        connector_file(
+            dir.path(),
+            &Spec {
+                name,
+                pg: &pg,
+                database: "multi",
+                broker: &broker,
+                registry_url: &registry.url,
+                tables: &[table],
+                extra_kafka: "",
+            },
+        );
+    }
+    let logs = tempfile::tempdir().unwrap();
+    let s = Siphon::start(dir.path(), logs.path(), &[("SIPHON_LOG_FORMAT", "json")]);
+    poll_until(WAIT, "good streaming, bad failed", async || {
+        let (status, body) = s.http_get("/health/ready").await?;
+        (status == 503
+            && body.contains(r#""good":"streaming""#)
+            && body.contains(r#""bad":"failed""#))
+        .then_some(())
+    })
+    .await;
+    pg.psql("multi", "INSERT INTO good VALUES (1), (2)");
+    let bootstrap = broker.bootstrap.clone();
+    poll_until(WAIT, "events of the good connector", async || {
+        (read_committed(&bootstrap, "good.public.good").len() == 2).then_some(())
+    })
+    .await;
+    assert!(
+        s.pid() > 0 && s.http_get("/health/live").await.is_some(),
+        "the process must keep running"
+    );
+    let log = s.log();
+    assert!(log.contains("table public.bad has no primary key"), "{log}");
+    // JSON logs: one object per line, fields first-class.
+    let mut lines = 0;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("message").is_some(),
+            "{line}"
+        );
+        lines += 1;
+    }
+    assert!(lines >= 3, "{log}");
+}

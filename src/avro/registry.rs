@@ -56,6 +56,21 @@ pub struct RegistryClientConfig {
     pub password: Option<String>,
     /// Timeout of one request, connect to last body byte.
     pub request_timeout_ms: u64,
+    /// PEM file of CA certificates to trust for https, in addition to the
+    /// system's (a registry behind a private CA).
+    pub root_cert_file: Option<std::path::PathBuf>,
+}
+
+impl From<&crate::config::RegistryConfig> for RegistryClientConfig {
+    fn from(cfg: &crate::config::RegistryConfig) -> Self {
+        RegistryClientConfig {
+            url: cfg.url.clone(),
+            username: cfg.username.clone(),
+            password: cfg.password.as_ref().map(|p| p.expose().to_owned()),
+            request_timeout_ms: cfg.request_timeout_ms,
+            root_cert_file: cfg.ssl_root_cert_file.clone(),
+        }
+    }
 }
 
 impl fmt::Debug for RegistryClientConfig {
@@ -292,7 +307,25 @@ impl RegistryClient {
             return Err(config_error("request_timeout_ms must be > 0, got 0".into()));
         }
 
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if let Some(path) = &cfg.root_cert_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                config_error(format!(
+                    "cannot read root certificate file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    config_error(format!("{} holds no PEM certificates", path.display()))
+                })?;
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http
             .timeout(Duration::from_millis(cfg.request_timeout_ms))
             .user_agent(concat!(
                 env!("CARGO_PKG_NAME"),
@@ -607,6 +640,7 @@ mod tests {
             username: None,
             password: None,
             request_timeout_ms: 1000,
+            root_cert_file: None,
         }
     }
 
@@ -671,6 +705,37 @@ mod tests {
             );
             assert!(!err.contains("hunter2"), "{err:?} leaks the password");
         }
+    }
+
+    #[test]
+    fn a_root_certificate_file_is_loaded_or_named_in_the_error() {
+        let ca =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/test-ca.pem");
+        let ok = RegistryClientConfig {
+            root_cert_file: Some(ca),
+            ..config("https://reg")
+        };
+        assert!(RegistryClient::new(&ok).is_ok());
+        let not_pem = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let bad = RegistryClientConfig {
+            root_cert_file: Some(not_pem.clone()),
+            ..config("https://reg")
+        };
+        let err = RegistryClient::new(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{} holds no PEM certificates", not_pem.display()))
+                || err.contains("cannot"),
+            "{err}"
+        );
+        let missing = RegistryClientConfig {
+            root_cert_file: Some("/nonexistent/ca.pem".into()),
+            ..config("https://reg")
+        };
+        let err = RegistryClient::new(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("cannot read root certificate file /nonexistent/ca.pem"),
+            "{err}"
+        );
     }
 
     #[test]

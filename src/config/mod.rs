@@ -137,6 +137,8 @@ pub struct RegistryConfig {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub request_timeout_ms: u64,
+    /// Extra CA certificates (PEM) to trust for an https registry.
+    pub ssl_root_cert_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -408,6 +410,15 @@ fn read_connector(
     let reg_username: Option<String> = registry.optional("username");
     let reg_password = registry.secret("password", env);
     let request_timeout_ms = registry.optional("request_timeout_ms").unwrap_or(10_000);
+    let ssl_root_cert_file: Option<PathBuf> = registry.optional("ssl_root_cert_file");
+    if let Some(p) = &ssl_root_cert_file
+        && !p.is_file()
+    {
+        registry.problem_at(
+            "ssl_root_cert_file",
+            &format!("{} is not a readable file", p.display()),
+        );
+    }
     registry.at_least("request_timeout_ms", request_timeout_ms, 100);
     if let Some(u) = &url
         && !(u.starts_with("http://") || u.starts_with("https://"))
@@ -468,6 +479,7 @@ fn read_connector(
             username: reg_username,
             password: reg_password,
             request_timeout_ms,
+            ssl_root_cert_file,
         },
         pipeline: PipelineConfig {
             channel_capacity_events,

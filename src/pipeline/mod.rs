@@ -305,17 +305,8 @@ async fn run_once(
         "streaming"
     );
 
-    let registry = RegistryClient::new(&RegistryClientConfig {
-        url: cfg.registry.url.clone(),
-        username: cfg.registry.username.clone(),
-        password: cfg
-            .registry
-            .password
-            .as_ref()
-            .map(|p| p.expose().to_owned()),
-        request_timeout_ms: cfg.registry.request_timeout_ms,
-    })
-    .map_err(ConnectorError::RegistryClient)?;
+    let registry = RegistryClient::new(&RegistryClientConfig::from(&cfg.registry))
+        .map_err(ConnectorError::RegistryClient)?;
 
     let initial = stored.clone().unwrap_or_else(|| OffsetRecord {
         connector: name.to_string(),
