@@ -5,10 +5,9 @@ mod support;
 
 use std::process::Command;
 
-use support::kafka::{Broker, free_port};
-use support::postgres::{PgCluster, PgOptions};
-use support::registry::RegistryStandIn;
-use support::siphon::{Spec, connector_file};
+use support::bed::Bed;
+use support::kafka::free_port;
+use support::postgres::PgOptions;
 
 fn check(file: &std::path::Path) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_siphon"))
@@ -24,24 +23,10 @@ fn check(file: &std::path::Path) -> (Option<i32>, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_passes_on_a_good_setup() {
-    let pg = PgCluster::start();
-    pg.create_database("shop");
-    pg.psql("shop", "CREATE TABLE orders (id int PRIMARY KEY)");
-    let broker = Broker::start();
-    let registry = RegistryStandIn::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = connector_file(
-        dir.path(),
-        &Spec {
-            name: "shop",
-            pg: &pg,
-            database: "shop",
-            broker: &broker,
-            registry_url: &registry.url,
-            tables: &["public.orders"],
-            extra_kafka: "",
-        },
-    );
+    let bed = Bed::start("shop").await;
+    bed.pg
+        .psql("shop", "CREATE TABLE orders (id int PRIMARY KEY)");
+    let file = bed.connector("shop", "shop", &["public.orders"], "");
     let (code, report) = check(&file);
     assert_eq!(code, Some(0), "{report}");
     for line in [
@@ -59,7 +44,7 @@ async fn check_passes_on_a_good_setup() {
     }
     // Read-only: nothing was created.
     assert_eq!(
-        pg.psql(
+        bed.pg.psql(
             "shop",
             "SELECT (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_publication)"
         ),
@@ -69,12 +54,12 @@ async fn check_passes_on_a_good_setup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_each_problem_with_its_fix() {
-    let pg = PgCluster::start_with(PgOptions {
+    let replica = PgOptions {
         wal_level: "replica".into(),
         ..PgOptions::default()
-    });
-    pg.create_database("shop");
-    pg.psql(
+    };
+    let bed = Bed::start_with(replica, "shop").await;
+    bed.pg.psql(
         "shop",
         "CREATE ROLE app LOGIN;
          CREATE TABLE orders (id int PRIMARY KEY);
@@ -82,28 +67,19 @@ async fn check_reports_each_problem_with_its_fix() {
          CREATE TABLE secret (id int PRIMARY KEY);
          GRANT SELECT ON orders, loose TO app;",
     );
-    let broker = Broker::start();
-    let registry = RegistryStandIn::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = connector_file(
-        dir.path(),
-        &Spec {
-            name: "shop",
-            pg: &pg,
-            database: "shop",
-            broker: &broker,
-            registry_url: &registry.url,
-            tables: &["public.orders", "public.loose", "public.secret"],
-            extra_kafka: "",
-        },
+    let file = bed.connector(
+        "shop",
+        "shop",
+        &["public.orders", "public.loose", "public.secret"],
+        "",
     );
     // Connect as the unprivileged role, to an unreachable broker and registry.
     let closed = free_port();
     let text = std::fs::read_to_string(&file)
         .unwrap()
         .replace("user = \"postgres\"", "user = \"app\"")
-        .replace(&broker.bootstrap, &format!("127.0.0.1:{closed}"))
-        .replace(&registry.url, &format!("http://127.0.0.1:{closed}"));
+        .replace(&bed.broker.bootstrap, &format!("127.0.0.1:{closed}"))
+        .replace(&bed.registry.url, &format!("http://127.0.0.1:{closed}"));
     std::fs::write(&file, text).unwrap();
     let (code, report) = check(&file);
     assert_eq!(code, Some(1), "{report}");

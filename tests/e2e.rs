@@ -5,100 +5,14 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use apache_avro::types::Value;
 use num_bigint::BigInt;
-use siphon::avro::registry::{RegistryClient, RegistryClientConfig};
-use support::events::{Event, decode_all};
-use support::kafka::{Broker, read_committed};
-use support::poll_until;
+use support::bed::Bed;
+use support::events::Event;
+use support::kafka::read_committed;
 use support::postgres::PgCluster;
-use support::registry::RegistryStandIn;
-use support::siphon::{Siphon, Spec, connector_file};
-
-const WAIT: Duration = Duration::from_secs(90);
-
-/// One test's services.
-struct Bed {
-    pg: PgCluster,
-    broker: Broker,
-    registry: RegistryStandIn,
-    client: RegistryClient,
-    dir: tempfile::TempDir,
-}
-
-impl Bed {
-    async fn start(database: &str) -> Bed {
-        let pg = PgCluster::start();
-        pg.create_database(database);
-        let broker = Broker::start();
-        let registry = RegistryStandIn::start().await;
-        let client = RegistryClient::new(&RegistryClientConfig {
-            url: registry.url.clone(),
-            username: None,
-            password: None,
-            request_timeout_ms: 5_000,
-            root_cert_file: None,
-        })
-        .expect("registry client");
-        Bed {
-            pg,
-            broker,
-            registry,
-            client,
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    fn connector(&self, name: &str, database: &str, tables: &[&str], extra_kafka: &str) -> PathBuf {
-        connector_file(
-            self.dir.path(),
-            &Spec {
-                name,
-                pg: &self.pg,
-                database,
-                broker: &self.broker,
-                registry_url: &self.registry.url,
-                tables,
-                extra_kafka,
-            },
-        )
-    }
-
-    fn siphon(&self, connector: &Path) -> Siphon {
-        Siphon::start(connector, self.dir.path(), &[])
-    }
-
-    /// Waits until siphon streams from its slot.
-    async fn wait_streaming(&self, db: &str, slot: &str, siphon: &Siphon) {
-        let sql = format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'");
-        poll_until(WAIT, "siphon to stream from its slot", async || {
-            (self.pg.psql(db, &sql).trim() == "t").then_some(())
-        })
-        .await;
-        assert!(siphon.pid() > 0);
-    }
-
-    /// Polls until `topic` holds `n` records (events and tombstones), then
-    /// returns them decoded. Fails if more than `n` ever show up.
-    async fn wait_events(&self, topic: &str, n: usize, siphon: &Siphon) -> Vec<Event> {
-        let bootstrap = self.broker.bootstrap.clone();
-        let records = poll_until(WAIT, &format!("{n} records in {topic}"), async || {
-            let r = read_committed(&bootstrap, topic);
-            assert!(
-                r.len() <= n,
-                "{topic}: {} records, expected {n}\n{}",
-                r.len(),
-                siphon.log()
-            );
-            (r.len() == n).then_some(r)
-        })
-        .await;
-        decode_all(&self.client, &records).await
-    }
-}
 
 fn int(v: &Value) -> i64 {
     match v {
@@ -142,7 +56,7 @@ async fn changes_of_two_tables_arrive_as_registered_avro_in_commit_order() {
     );
     let file = bed.connector("shop", "shop", &["public.customers", "public.orders"], "");
     let siphon = bed.siphon(&file);
-    bed.wait_streaming("shop", "siphon_shop", &siphon).await;
+    bed.wait_slot_active("shop", "siphon_shop").await;
 
     bed.pg.psql(
         "shop",
@@ -297,7 +211,7 @@ async fn graceful_restart_and_sigkill_lose_and_duplicate_nothing() {
     let mut next_id = 1;
 
     let mut siphon = bed.siphon(&file);
-    bed.wait_streaming("app", "siphon_app", &siphon).await;
+    bed.wait_slot_active("app", "siphon_app").await;
     // A transaction left open (with an xid) keeps the slot's restart point
     // and catalog xmin from moving, so PostgreSQL saves the slot's confirmed
     // position only at checkpoints: its crash below then makes it re-send
@@ -354,7 +268,7 @@ async fn add_column_registers_a_new_version_and_old_and_new_events_decode() {
         .psql("evo", "CREATE TABLE things (id int PRIMARY KEY, name text)");
     let file = bed.connector("evo", "evo", &["public.things"], "");
     let siphon = bed.siphon(&file);
-    bed.wait_streaming("evo", "siphon_evo", &siphon).await;
+    bed.wait_slot_active("evo", "siphon_evo").await;
 
     bed.pg.psql("evo", "INSERT INTO things VALUES (1, 'one')");
     bed.pg.psql(

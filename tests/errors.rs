@@ -4,17 +4,11 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
 
-use support::kafka::{Broker, read_committed};
-use support::poll_until;
+use support::bed::Bed;
+use support::kafka::read_committed;
 use support::postgres::{PgCluster, PgOptions};
-use support::registry::RegistryStandIn;
-use support::siphon::{Siphon, Spec, connector_file};
-
-const WAIT: Duration = Duration::from_secs(90);
 
 fn siphon(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_siphon"));
@@ -70,76 +64,38 @@ url = "localhost:8081"
     }
 }
 
-/// Runs siphon until it exits by itself (a fatal error) and returns its log.
-fn run_until_fatal(connector: &Path, log_dir: &Path, env: &[(&str, &str)]) -> String {
-    let mut s = Siphon::start(connector, log_dir, env);
-    let status = s
-        .wait(Duration::from_secs(60))
-        .unwrap_or_else(|| panic!("siphon kept running:\n{}", s.log()));
-    assert!(!status.success(), "siphon succeeded:\n{}", s.log());
-    s.log()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wal_level_replica_is_refused_with_the_fix() {
-    let pg = PgCluster::start_with(PgOptions {
+    let replica = PgOptions {
         wal_level: "replica".into(),
         ..PgOptions::default()
-    });
-    pg.create_database("shop");
-    pg.psql("shop", "CREATE TABLE t (id int PRIMARY KEY)");
-    let broker = Broker::start();
-    let registry = RegistryStandIn::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = connector_file(
-        dir.path(),
-        &Spec {
-            name: "shop",
-            pg: &pg,
-            database: "shop",
-            broker: &broker,
-            registry_url: &registry.url,
-            tables: &["public.t"],
-            extra_kafka: "",
-        },
-    );
-    let log = run_until_fatal(&file, dir.path(), &[]);
+    };
+    let bed = Bed::start_with(replica, "shop").await;
+    bed.pg.psql("shop", "CREATE TABLE t (id int PRIMARY KEY)");
+    let file = bed.connector("shop", "shop", &["public.t"], "");
+    let log = bed.run_until_fatal(&file, &[]);
     assert!(
         log.contains("wal_level is \"replica\", logical replication needs \"logical\": run ALTER SYSTEM SET wal_level = logical; and restart PostgreSQL"),
         "{log}"
     );
     // Nothing was created on the way to the error.
     assert_eq!(
-        pg.psql("shop", "SELECT count(*) FROM pg_replication_slots"),
+        bed.pg
+            .psql("shop", "SELECT count(*) FROM pg_replication_slots"),
         "0"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_without_key_or_identity_is_named_with_the_fix_and_nothing_is_lost() {
-    let pg = PgCluster::start();
-    pg.create_database("shop");
-    pg.psql(
+    let bed = Bed::start("shop").await;
+    bed.pg.psql(
         "shop",
         "CREATE TABLE keyed (id int PRIMARY KEY, v text);
          CREATE TABLE loose (v text);",
     );
-    let broker = Broker::start();
-    let registry = RegistryStandIn::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = connector_file(
-        dir.path(),
-        &Spec {
-            name: "shop",
-            pg: &pg,
-            database: "shop",
-            broker: &broker,
-            registry_url: &registry.url,
-            tables: &["public.keyed", "public.loose"],
-            extra_kafka: "",
-        },
-    );
-    let log = run_until_fatal(&file, dir.path(), &[]);
+    let file = bed.connector("shop", "shop", &["public.keyed", "public.loose"], "");
+    let log = bed.run_until_fatal(&file, &[]);
     assert!(
         log.contains("table public.loose has no primary key and REPLICA IDENTITY DEFAULT, so its updates and deletes cannot be captured: add a primary key, or run ALTER TABLE \"public\".\"loose\" REPLICA IDENTITY FULL;"),
         "{log}"
@@ -147,86 +103,50 @@ async fn a_table_without_key_or_identity_is_named_with_the_fix_and_nothing_is_lo
 
     // The operator applies the fix; siphon then captures everything,
     // including deletes of the key-less table (whole old row as before).
-    pg.psql("shop", "ALTER TABLE loose REPLICA IDENTITY FULL");
-    let s = Siphon::start(&file, dir.path(), &[]);
-    poll_until(WAIT, "slot active", async || {
-        (pg.psql(
-            "shop",
-            "SELECT count(*) FROM pg_replication_slots WHERE active",
-        ) == "1")
-            .then_some(())
-    })
-    .await;
-    pg.psql(
+    bed.pg
+        .psql("shop", "ALTER TABLE loose REPLICA IDENTITY FULL");
+    let s = bed.siphon(&file);
+    bed.wait_slot_active("shop", "siphon_shop").await;
+    bed.pg.psql(
         "shop",
         "INSERT INTO keyed VALUES (1, 'a'); INSERT INTO loose VALUES ('x'); DELETE FROM loose;",
     );
-    let bootstrap = broker.bootstrap.clone();
-    poll_until(WAIT, "events of both tables", async || {
-        let keyed = read_committed(&bootstrap, "shop.public.keyed").len();
-        let loose = read_committed(&bootstrap, "shop.public.loose").len();
-        assert!(keyed <= 1 && loose <= 2, "too many events:\n{}", s.log());
-        (keyed == 1 && loose == 2).then_some(())
-    })
-    .await;
+    bed.wait_records("shop.public.keyed", 1, &s).await;
     // A key-less table's events have no key, so no tombstone follows a delete.
-    let loose = read_committed(&broker.bootstrap, "shop.public.loose");
+    let loose = bed.wait_records("shop.public.loose", 2, &s).await;
     assert!(loose.iter().all(|r| r.key.is_none() && r.value.is_some()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_is_fatal_and_changes_made_meanwhile_are_not_lost() {
-    let pg = PgCluster::start_with(PgOptions {
+    let scram = PgOptions {
         auth_method: "scram-sha-256".into(),
         password: Some("right-password".into()),
         ..PgOptions::default()
-    });
-    pg.create_database("shop");
-    pg.psql("shop", "CREATE TABLE t (id int PRIMARY KEY)");
-    let broker = Broker::start();
-    let registry = RegistryStandIn::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = connector_file(
-        dir.path(),
-        &Spec {
-            name: "shop",
-            pg: &pg,
-            database: "shop",
-            broker: &broker,
-            registry_url: &registry.url,
-            tables: &["public.t"],
-            extra_kafka: "",
-        },
-    );
-    let mut text = std::fs::read_to_string(&file).unwrap();
-    text = text.replace(
+    };
+    let bed = Bed::start_with(scram, "shop").await;
+    bed.pg.psql("shop", "CREATE TABLE t (id int PRIMARY KEY)");
+    let file = bed.connector("shop", "shop", &["public.t"], "");
+    let text = std::fs::read_to_string(&file).unwrap().replace(
         "[postgres]\n",
         "[postgres]\npassword_env = \"SHOP_PG_PASSWORD\"\n",
     );
     std::fs::write(&file, text).unwrap();
     let topic = "shop.public.t";
+    let right = [("SHOP_PG_PASSWORD", "right-password")];
 
     // A working connector streams for a while and stops.
-    let mut s = Siphon::start(&file, dir.path(), &[("SHOP_PG_PASSWORD", "right-password")]);
-    poll_until(WAIT, "slot active", async || {
-        (pg.psql(
-            "shop",
-            "SELECT count(*) FROM pg_replication_slots WHERE active",
-        ) == "1")
-            .then_some(())
-    })
-    .await;
-    pg.psql("shop", "INSERT INTO t SELECT generate_series(1, 10)");
-    let bootstrap = broker.bootstrap.clone();
-    poll_until(WAIT, "first 10 events", async || {
-        (read_committed(&bootstrap, topic).len() == 10).then_some(())
-    })
-    .await;
+    let mut s = bed.siphon_with_env(&file, &right);
+    bed.wait_slot_active("shop", "siphon_shop").await;
+    bed.pg
+        .psql("shop", "INSERT INTO t SELECT generate_series(1, 10)");
+    bed.wait_records(topic, 10, &s).await;
     assert!(s.stop().success());
 
     // Changes happen while it is down; it comes back with a wrong password.
-    pg.psql("shop", "INSERT INTO t SELECT generate_series(11, 20)");
-    let log = run_until_fatal(&file, dir.path(), &[("SHOP_PG_PASSWORD", "wrong-password")]);
+    bed.pg
+        .psql("shop", "INSERT INTO t SELECT generate_series(11, 20)");
+    let log = bed.run_until_fatal(&file, &[("SHOP_PG_PASSWORD", "wrong-password")]);
     assert!(
         log.contains("password authentication failed; check the password in postgres.password_env / password_file"),
         "{log}"
@@ -237,75 +157,31 @@ async fn a_wrong_password_is_fatal_and_changes_made_meanwhile_are_not_lost() {
     );
 
     // With the password fixed, the changes made meanwhile all arrive, once.
-    let s = Siphon::start(&file, dir.path(), &[("SHOP_PG_PASSWORD", "right-password")]);
-    poll_until(WAIT, "all 20 events", async || {
-        let n = read_committed(&bootstrap, topic).len();
-        assert!(n <= 20, "duplicates:\n{}", s.log());
-        (n == 20).then_some(())
-    })
-    .await;
+    let s = bed.siphon_with_env(&file, &right);
+    bed.wait_records(topic, 20, &s).await;
 }
 
 /// A connector that streamed 5 rows of `public.t` and was stopped cleanly.
-struct Stopped {
-    pg: PgCluster,
-    broker: Broker,
-    registry: RegistryStandIn,
-    dir: tempfile::TempDir,
-    file: std::path::PathBuf,
-}
-
-async fn streamed_and_stopped() -> Stopped {
-    let pg = PgCluster::start();
-    pg.create_database("shop");
-    pg.psql("shop", "CREATE TABLE t (id int PRIMARY KEY)");
-    let broker = Broker::start();
-    let registry = RegistryStandIn::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = connector_file(
-        dir.path(),
-        &Spec {
-            name: "shop",
-            pg: &pg,
-            database: "shop",
-            broker: &broker,
-            registry_url: &registry.url,
-            tables: &["public.t"],
-            extra_kafka: "",
-        },
-    );
-    let mut s = Siphon::start(&file, dir.path(), &[]);
-    poll_until(WAIT, "slot active", async || {
-        (pg.psql(
-            "shop",
-            "SELECT count(*) FROM pg_replication_slots WHERE active",
-        ) == "1")
-            .then_some(())
-    })
-    .await;
-    pg.psql("shop", "INSERT INTO t SELECT generate_series(1, 5)");
-    let bootstrap = broker.bootstrap.clone();
-    poll_until(WAIT, "5 events", async || {
-        (read_committed(&bootstrap, "shop.public.t").len() == 5).then_some(())
-    })
-    .await;
+async fn streamed_and_stopped() -> (Bed, std::path::PathBuf) {
+    let bed = Bed::start("shop").await;
+    bed.pg.psql("shop", "CREATE TABLE t (id int PRIMARY KEY)");
+    let file = bed.connector("shop", "shop", &["public.t"], "");
+    let mut s = bed.siphon(&file);
+    bed.wait_slot_active("shop", "siphon_shop").await;
+    bed.pg
+        .psql("shop", "INSERT INTO t SELECT generate_series(1, 5)");
+    bed.wait_records("shop.public.t", 5, &s).await;
     assert!(s.stop().success(), "{}", s.log());
-    Stopped {
-        pg,
-        broker,
-        registry,
-        dir,
-        file,
-    }
+    (bed, file)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_slot_is_refused_not_silently_recreated() {
-    let bed = streamed_and_stopped().await;
+    let (bed, file) = streamed_and_stopped().await;
     bed.pg
         .psql("shop", "SELECT pg_drop_replication_slot('siphon_shop')");
     bed.pg.psql("shop", "INSERT INTO t VALUES (6)");
-    let log = run_until_fatal(&bed.file, bed.dir.path(), &[]);
+    let log = bed.run_until_fatal(&file, &[]);
     assert!(
         log.contains(
             "replication slot siphon_shop does not exist but connector shop has a stored offset at"
@@ -322,19 +198,18 @@ async fn a_dropped_slot_is_refused_not_silently_recreated() {
         read_committed(&bed.broker.bootstrap, "shop.public.t").len(),
         5
     );
-    drop(bed.registry);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_advanced_behind_siphons_back_is_refused() {
-    let bed = streamed_and_stopped().await;
+    let (bed, file) = streamed_and_stopped().await;
     bed.pg
         .psql("shop", "INSERT INTO t SELECT generate_series(6, 10)");
     bed.pg.psql(
         "shop",
         "SELECT pg_replication_slot_advance('siphon_shop', pg_current_wal_lsn())",
     );
-    let log = run_until_fatal(&bed.file, bed.dir.path(), &[]);
+    let log = bed.run_until_fatal(&file, &[]);
     assert!(
         log.contains("replication slot siphon_shop has confirmed")
             && log.contains("but connector shop stored only")
@@ -349,18 +224,18 @@ async fn a_slot_advanced_behind_siphons_back_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_different_database_system_is_refused() {
-    let bed = streamed_and_stopped().await;
+    let (bed, file) = streamed_and_stopped().await;
     // The same connector file now points at another cluster (a restore, or a
     // failover to a server that is not a copy of the first one).
     let other = PgCluster::start();
     other.create_database("shop");
     other.psql("shop", "CREATE TABLE t (id int PRIMARY KEY)");
-    let text = std::fs::read_to_string(&bed.file).unwrap().replace(
+    let text = std::fs::read_to_string(&file).unwrap().replace(
         &format!("port = {}", bed.pg.port()),
         &format!("port = {}", other.port()),
     );
-    std::fs::write(&bed.file, text).unwrap();
-    let log = run_until_fatal(&bed.file, bed.dir.path(), &[]);
+    std::fs::write(&file, text).unwrap();
+    let log = bed.run_until_fatal(&file, &[]);
     assert!(
         log.contains(
             "PostgreSQL system identifier changed: the stored offset of connector shop belongs to"

@@ -3,41 +3,20 @@
 
 mod support;
 
-use std::time::Duration;
-
-use support::kafka::{Broker, read_committed};
+use support::bed::{Bed, WAIT};
+use support::kafka::read_committed;
 use support::poll_until;
-use support::postgres::{PgCluster, PgOptions};
-use support::registry::RegistryStandIn;
-use support::siphon::{Siphon, Spec, connector_file};
-
-const WAIT: Duration = Duration::from_secs(90);
+use support::postgres::PgOptions;
+use support::siphon::Siphon;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_connector_and_metrics_move_with_traffic() {
-    let mut pg = PgCluster::start();
-    pg.create_database("tel");
-    pg.psql("tel", "CREATE TABLE t (id int PRIMARY KEY, v text)");
-    let broker = Broker::start();
-    let registry = RegistryStandIn::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = connector_file(
-        dir.path(),
-        &Spec {
-            name: "tel",
-            pg: &pg,
-            database: "tel",
-            broker: &broker,
-            registry_url: &registry.url,
-            tables: &["public.t"],
-            extra_kafka: "",
-        },
-    );
-    let s = Siphon::start(&file, dir.path(), &[]);
-    poll_until(WAIT, "ready", async || {
-        matches!(s.http_get("/health/ready").await, Some((200, _))).then_some(())
-    })
-    .await;
+    let mut bed = Bed::start("tel").await;
+    bed.pg
+        .psql("tel", "CREATE TABLE t (id int PRIMARY KEY, v text)");
+    let file = bed.connector("tel", "tel", &["public.t"], "");
+    let s = bed.siphon(&file);
+    bed.wait_ready_status(&s, 200).await;
     let (status, body) = s.http_get("/health/ready").await.unwrap();
     assert_eq!(status, 200);
     assert!(body.contains(r#""tel":"streaming""#), "{body}");
@@ -45,7 +24,7 @@ async fn readiness_follows_the_connector_and_metrics_move_with_traffic() {
 
     let events = r#"siphon_events_total{connector="tel",op="c",table="public.t"}"#;
     let committed = r#"siphon_kafka_transactions_total{connector="tel",outcome="committed"}"#;
-    pg.psql(
+    bed.pg.psql(
         "tel",
         "INSERT INTO t SELECT g, 'x' FROM generate_series(1, 10) g",
     );
@@ -55,7 +34,7 @@ async fn readiness_follows_the_connector_and_metrics_move_with_traffic() {
     .await;
     let commits_before = s.metric(committed).await.expect("commits counted");
     assert!(commits_before >= 1.0);
-    pg.psql("tel", "UPDATE t SET v = 'y' WHERE id <= 3");
+    bed.pg.psql("tel", "UPDATE t SET v = 'y' WHERE id <= 3");
     let updates = r#"siphon_events_total{connector="tel",op="u",table="public.t"}"#;
     poll_until(WAIT, "3 updates counted", async || {
         (s.metric(updates).await == Some(3.0)).then_some(())
@@ -74,11 +53,8 @@ async fn readiness_follows_the_connector_and_metrics_move_with_traffic() {
     }
 
     // PostgreSQL goes away: the connector retries and is not ready ...
-    pg.stop("fast");
-    poll_until(WAIT, "not ready while PostgreSQL is down", async || {
-        matches!(s.http_get("/health/ready").await, Some((503, _))).then_some(())
-    })
-    .await;
+    bed.pg.stop("fast");
+    bed.wait_ready_status(&s, 503).await;
     let (_, body) = s.http_get("/health/ready").await.unwrap();
     assert!(body.contains(r#""tel":"retrying""#), "{body}");
     assert_eq!(s.http_get("/health/live").await.map(|r| r.0), Some(200));
@@ -86,48 +62,34 @@ async fn readiness_follows_the_connector_and_metrics_move_with_traffic() {
     assert!(s.metric(transient).await.unwrap_or(0.0) >= 1.0);
 
     // ... and ready again once it is back, streaming what happened meanwhile.
-    pg.start_again();
-    poll_until(WAIT, "ready again", async || {
-        matches!(s.http_get("/health/ready").await, Some((200, _))).then_some(())
-    })
-    .await;
-    pg.psql("tel", "INSERT INTO t VALUES (11, 'z')");
+    bed.pg.start_again();
+    bed.wait_ready_status(&s, 200).await;
+    bed.pg.psql("tel", "INSERT INTO t VALUES (11, 'z')");
     poll_until(WAIT, "11 inserts counted", async || {
         (s.metric(events).await == Some(11.0)).then_some(())
     })
     .await;
-    assert_eq!(read_committed(&broker.bootstrap, "tel.public.t").len(), 14);
+    assert_eq!(
+        read_committed(&bed.broker.bootstrap, "tel.public.t").len(),
+        14
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planted_secret_and_row_values_never_reach_logs_or_metrics() {
     const SECRET: &str = "Planted-Secret-7f3a9c";
     const ROW_VALUE: &str = "Planted-Row-Value-51d2e8";
-    let pg = PgCluster::start_with(PgOptions {
+    let scram = PgOptions {
         auth_method: "scram-sha-256".into(),
         password: Some(SECRET.into()),
         ..PgOptions::default()
-    });
-    pg.create_database("sec");
-    pg.psql(
+    };
+    let bed = Bed::start_with(scram, "sec").await;
+    bed.pg.psql(
         "sec",
         "CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL)",
     );
-    let broker = Broker::start();
-    let registry = RegistryStandIn::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = connector_file(
-        dir.path(),
-        &Spec {
-            name: "sec",
-            pg: &pg,
-            database: "sec",
-            broker: &broker,
-            registry_url: &registry.url,
-            tables: &["public.t"],
-            extra_kafka: "",
-        },
-    );
+    let file = bed.connector("sec", "sec", &["public.t"], "");
     let text = std::fs::read_to_string(&file).unwrap().replace(
         "[postgres]\n",
         "[postgres]\npassword_env = \"SEC_PG_PASSWORD\"\n",
@@ -135,20 +97,13 @@ async fn a_planted_secret_and_row_values_never_reach_logs_or_metrics() {
     std::fs::write(&file, text).unwrap();
     // Everything at debug level, dependencies included.
     let env = [("SEC_PG_PASSWORD", SECRET), ("RUST_LOG", "debug")];
-    let mut s = Siphon::start(&file, dir.path(), &env);
-    poll_until(WAIT, "ready", async || {
-        matches!(s.http_get("/health/ready").await, Some((200, _))).then_some(())
-    })
-    .await;
-    pg.psql(
+    let mut s = bed.siphon_with_env(&file, &env);
+    bed.wait_ready_status(&s, 200).await;
+    bed.pg.psql(
         "sec",
         &format!("INSERT INTO t VALUES (1, '{ROW_VALUE}'); UPDATE t SET v = '{ROW_VALUE}!' WHERE id = 1; DELETE FROM t;"),
     );
-    let bootstrap = broker.bootstrap.clone();
-    poll_until(WAIT, "events", async || {
-        (read_committed(&bootstrap, "sec.public.t").len() == 4).then_some(())
-    })
-    .await;
+    bed.wait_records("sec.public.t", 4, &s).await;
     let (_, metrics) = s.http_get("/metrics").await.unwrap();
     let (_, ready) = s.http_get("/health/ready").await.unwrap();
     assert!(s.stop().success());
@@ -169,11 +124,7 @@ async fn a_planted_secret_and_row_values_never_reach_logs_or_metrics() {
         ("SEC_PG_PASSWORD", "Wrong-Planted-Secret-2b"),
         ("RUST_LOG", "debug"),
     ];
-    let mut failing = Siphon::start(&file, dir.path(), &wrong);
-    failing
-        .wait(Duration::from_secs(60))
-        .expect("a wrong password is fatal");
-    let log = failing.log();
+    let log = bed.run_until_fatal(&file, &wrong);
     assert!(log.contains("password authentication failed"), "{log}");
     assert!(
         !log.contains("Wrong-Planted-Secret-2b") && !log.contains(SECRET),
@@ -183,31 +134,22 @@ async fn a_planted_secret_and_row_values_never_reach_logs_or_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_failing_connector_does_not_stop_another_in_the_same_process() {
-    let pg = PgCluster::start();
-    pg.create_database("multi");
-    pg.psql(
+    let bed = Bed::start("multi").await;
+    bed.pg.psql(
         "multi",
         "CREATE TABLE good (id int PRIMARY KEY); CREATE TABLE bad (v text);",
     );
-    let broker = Broker::start();
-    let registry = RegistryStandIn::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let connectors = bed.dir.path().join("connectors");
+    std::fs::create_dir(&connectors).unwrap();
     for (name, table) in [("good", "public.good"), ("bad", "public.bad")] {
-        connector_file(
-            dir.path(),
-            &Spec {
-                name,
-                pg: &pg,
-                database: "multi",
-                broker: &broker,
-                registry_url: &registry.url,
-                tables: &[table],
-                extra_kafka: "",
-            },
-        );
+        let file = bed.connector(name, "multi", &[table], "");
+        std::fs::rename(&file, connectors.join(file.file_name().unwrap())).unwrap();
     }
-    let logs = tempfile::tempdir().unwrap();
-    let s = Siphon::start(dir.path(), logs.path(), &[("SIPHON_LOG_FORMAT", "json")]);
+    let s = Siphon::start(
+        &connectors,
+        bed.dir.path(),
+        &[("SIPHON_LOG_FORMAT", "json")],
+    );
     poll_until(WAIT, "good streaming, bad failed", async || {
         let (status, body) = s.http_get("/health/ready").await?;
         (status == 503
@@ -216,12 +158,8 @@ async fn one_failing_connector_does_not_stop_another_in_the_same_process() {
         .then_some(())
     })
     .await;
-    pg.psql("multi", "INSERT INTO good VALUES (1), (2)");
-    let bootstrap = broker.bootstrap.clone();
-    poll_until(WAIT, "events of the good connector", async || {
-        (read_committed(&bootstrap, "good.public.good").len() == 2).then_some(())
-    })
-    .await;
+    bed.pg.psql("multi", "INSERT INTO good VALUES (1), (2)");
+    bed.wait_records("good.public.good", 2, &s).await;
     assert!(
         s.pid() > 0 && s.http_get("/health/live").await.is_some(),
         "the process must keep running"

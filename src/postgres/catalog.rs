@@ -191,22 +191,14 @@ impl Catalog {
             what: "publication",
             source: e,
         };
-        let exists = self
-            .client
-            .query_opt(
-                "SELECT 1 FROM pg_publication WHERE pubname = $1",
-                &[&pg.publication],
-            )
-            .await
-            .map_err(q)?
-            .is_some();
+        let unpublished = self.unpublished_tables(cfg).await?;
         let tables = pg
             .tables
             .iter()
             .map(TableName::quoted)
             .collect::<Vec<_>>()
             .join(", ");
-        if !exists {
+        let Some(missing) = unpublished else {
             if !pg.create_publication {
                 return Err(PgError::Preflight {
                     connector: cfg.name.to_string(),
@@ -239,6 +231,39 @@ impl Catalog {
                 }
                 Err(e) => Err(q(e)),
             };
+        };
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(PgError::Preflight {
+                connector: cfg.name.to_string(),
+                problems: vec![missing_tables_problem(&pg.publication, &missing)],
+            })
+        }
+    }
+
+    /// The configured tables the publication does not publish, or `None`
+    /// when the publication does not exist.
+    pub async fn unpublished_tables(
+        &self,
+        cfg: &ConnectorConfig,
+    ) -> Result<Option<Vec<TableName>>, PgError> {
+        let pg = &cfg.postgres;
+        let q = |e| PgError::Query {
+            what: "publication",
+            source: e,
+        };
+        let exists = self
+            .client
+            .query_opt(
+                "SELECT 1 FROM pg_publication WHERE pubname = $1",
+                &[&pg.publication],
+            )
+            .await
+            .map_err(q)?
+            .is_some();
+        if !exists {
+            return Ok(None);
         }
         let rows = self
             .client
@@ -255,31 +280,13 @@ impl Catalog {
                 table: r.get(1),
             })
             .collect();
-        let missing: Vec<String> = pg
-            .tables
-            .iter()
-            .filter(|t| !published.contains(t))
-            .map(|t| t.to_string())
-            .collect();
-        if !missing.is_empty() {
-            let quoted: Vec<String> = pg
-                .tables
+        Ok(Some(
+            pg.tables
                 .iter()
                 .filter(|t| !published.contains(t))
-                .map(TableName::quoted)
-                .collect();
-            return Err(PgError::Preflight {
-                connector: cfg.name.to_string(),
-                problems: vec![format!(
-                    "publication {} does not publish {}: run ALTER PUBLICATION {} ADD TABLE {};",
-                    pg.publication,
-                    missing.join(", "),
-                    quote_ident(&pg.publication),
-                    quoted.join(", ")
-                )],
-            });
-        }
-        Ok(())
+                .cloned()
+                .collect(),
+        ))
     }
 
     pub async fn slot_state(&self, slot: &str) -> Result<Option<SlotState>, PgError> {
@@ -339,6 +346,18 @@ impl Catalog {
             })
             .collect())
     }
+}
+
+/// The problem, with its fix, of a publication that misses tables.
+pub fn missing_tables_problem(publication: &str, missing: &[TableName]) -> String {
+    let names: Vec<String> = missing.iter().map(|t| t.to_string()).collect();
+    let quoted: Vec<String> = missing.iter().map(TableName::quoted).collect();
+    format!(
+        "publication {publication} does not publish {}: run ALTER PUBLICATION {} ADD TABLE {};",
+        names.join(", "),
+        quote_ident(publication),
+        quoted.join(", ")
+    )
 }
 
 /// Catalog facts about one column.

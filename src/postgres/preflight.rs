@@ -2,7 +2,8 @@
 //! from the server, checked without changing anything, each finding with
 //! its fix.
 
-use super::catalog::Catalog;
+use super::PgError;
+use super::catalog::{Catalog, missing_tables_problem};
 use crate::check::Finding;
 use crate::config::{ConnectorConfig, TableName, quote_ident};
 
@@ -148,14 +149,10 @@ async fn publication(
     catalog: &Catalog,
     cfg: &ConnectorConfig,
     out: &mut Vec<Finding>,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<(), PgError> {
     let pg = &cfg.postgres;
     let name = &pg.publication;
-    let exists = catalog
-        .client()
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[name])
-        .await?
-        .is_some();
+    let unpublished = catalog.unpublished_tables(cfg).await?;
     let list = |tables: &[&TableName]| {
         tables
             .iter()
@@ -163,7 +160,7 @@ async fn publication(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    if !exists {
+    let Some(missing) = unpublished else {
         if !pg.create_publication {
             out.push(Finding::problem(
                 COMPONENT,
@@ -185,7 +182,11 @@ async fn publication(
                       WHERE n.nspname = $1 AND c.relname = $2",
                     &[&t.schema, &t.table],
                 )
-                .await?
+                .await
+                .map_err(|source| PgError::Query {
+                    what: "table ownership",
+                    source,
+                })?
                 .is_some_and(|r| r.get::<_, bool>(0));
             if !owns {
                 not_owned.push(t);
@@ -209,26 +210,7 @@ async fn publication(
             ));
         }
         return Ok(());
-    }
-    let rows = catalog
-        .client()
-        .query(
-            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
-            &[name],
-        )
-        .await?;
-    let published: Vec<TableName> = rows
-        .iter()
-        .map(|r| TableName {
-            schema: r.get(0),
-            table: r.get(1),
-        })
-        .collect();
-    let missing: Vec<&TableName> = pg
-        .tables
-        .iter()
-        .filter(|t| !published.contains(t))
-        .collect();
+    };
     if missing.is_empty() {
         out.push(Finding::ok(
             COMPONENT,
@@ -237,16 +219,7 @@ async fn publication(
     } else {
         out.push(Finding::problem(
             COMPONENT,
-            format!(
-                "publication {name} does not publish {}: run ALTER PUBLICATION {} ADD TABLE {};",
-                missing
-                    .iter()
-                    .map(|t| t.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                quote_ident(name),
-                list(&missing)
-            ),
+            missing_tables_problem(name, &missing),
         ));
     }
     Ok(())

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod bed;
 pub mod events;
 pub mod kafka;
 pub mod postgres;
