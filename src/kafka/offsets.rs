@@ -258,7 +258,9 @@ struct EofIsNotAnError;
 
 impl ClientContext for EofIsNotAnError {
     fn error(&self, error: RdKafkaError, reason: &str) {
-        if !matches!(error, RdKafkaError::PartitionEOF(_)) {
+        let eof = matches!(error, RdKafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
+        if !eof {
             tracing::warn!(error = %error, reason, "kafka client error while reading offsets");
         }
     }

@@ -1,0 +1,296 @@
+//! Streaming benchmark (run it with `scripts/bench-stream.sh`): how fast
+//! siphon moves changes from PostgreSQL into Kafka, next to two baselines
+//! measured in the same run on the same machine:
+//!
+//! - `pg_recvlogical` draining the same changes with pgoutput to /dev/null:
+//!   how fast PostgreSQL can emit them (siphon's ceiling);
+//! - a raw transactional producer writing the same number of records of the
+//!   same size to the same broker: how fast the broker can take them.
+//!
+//! siphon's time runs from its start (slot already holding every change)
+//! until the slot's confirmed position passes the end of the workload —
+//! siphon confirms only after the Kafka commit, so that is "all of it
+//! durably in Kafka". Peak RSS is read from /proc at the end.
+
+#[path = "../tests/support/kafka.rs"]
+mod kafka;
+#[path = "../tests/support/postgres.rs"]
+mod postgres;
+#[path = "../tests/support/registry.rs"]
+mod registry;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let rows: u64 = std::env::args()
+        .skip_while(|a| a != "--rows")
+        .nth(1)
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(200_000);
+    let per_txn: u64 = 1_000;
+    let pg = postgres::PgCluster::start_with(postgres::PgOptions {
+        extra_conf: vec![
+            "shared_buffers = '512MB'".into(),
+            "max_wal_size = '4GB'".into(),
+        ],
+        ..postgres::PgOptions::default()
+    });
+    pg.create_database("bench");
+    pg.psql(
+        "bench",
+        "CREATE TABLE items (id bigint PRIMARY KEY, qty int NOT NULL, name text NOT NULL,
+                             price numeric(12,2) NOT NULL, at timestamptz NOT NULL);
+         CREATE PUBLICATION bench_pub FOR TABLE items;
+         SELECT pg_create_logical_replication_slot('baseline', 'pgoutput');",
+    );
+    let broker = kafka::Broker::start();
+    let registry = registry::RegistryStandIn::start().await;
+
+    // siphon's slot and topic exist before the workload: start it once and
+    // stop it, so the timed run only streams.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("bench.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"name = "bench"
+[postgres]
+port = {port}
+database = "bench"
+user = "postgres"
+publication = "bench_pub"
+tables = ["public.items"]
+[kafka]
+bootstrap_servers = "{bootstrap}"
+topic_prefix = "bench"
+[registry]
+url = "{registry}"
+"#,
+            port = pg.port(),
+            bootstrap = broker.bootstrap,
+            registry = registry.url
+        ),
+    )?;
+    let siphon_bin = std::env::current_exe()?
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("siphon"))
+        .context("locating the siphon binary")?;
+    let run_siphon = || {
+        Command::new(&siphon_bin)
+            .args(["run", "--http-addr", "127.0.0.1:0"])
+            .arg(&file)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+    };
+    let mut warmup = run_siphon()?;
+    wait_for(
+        &pg,
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'siphon_bench' AND active",
+        "1",
+    )?;
+    pg.psql(
+        "bench",
+        "INSERT INTO items VALUES (0, 0, 'warm-up', 0, now())",
+    );
+    let warm_lsn = pg.psql("bench", "SELECT pg_current_wal_lsn()");
+    wait_for(
+        &pg,
+        &format!(
+            "SELECT confirmed_flush_lsn >= '{warm_lsn}' FROM pg_replication_slots WHERE slot_name = 'siphon_bench'"
+        ),
+        "t",
+    )?;
+    terminate(&mut warmup)?;
+
+    // The workload: `rows` inserts in transactions of `per_txn`.
+    println!("writing {rows} rows in transactions of {per_txn}...");
+    let started = Instant::now();
+    let mut written = 0;
+    while written < rows {
+        let n = per_txn.min(rows - written);
+        pg.psql(
+            "bench",
+            &format!(
+                "INSERT INTO items SELECT g, g % 1000, 'item number ' || g, (g % 100000) / 100.0, now()
+                   FROM generate_series({}, {}) g",
+                written + 1,
+                written + n
+            ),
+        );
+        written += n;
+    }
+    let end_lsn = pg.psql("bench", "SELECT pg_current_wal_lsn()");
+    println!("  written in {:.1} s", started.elapsed().as_secs_f64());
+
+    // Baseline 1: pg_recvlogical drains the same changes.
+    let started = Instant::now();
+    let status = Command::new(format!("{}/pg_recvlogical", postgres::PG_BIN))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port().to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "bench",
+        ])
+        .args([
+            "--slot",
+            "baseline",
+            "--start",
+            "--no-loop",
+            "-f",
+            "/dev/null",
+        ])
+        .args(["-o", "proto_version=1", "-o", "publication_names=bench_pub"])
+        .args(["--endpos", &end_lsn])
+        .status()?;
+    let recvlogical = started.elapsed();
+    if !status.success() {
+        bail!("pg_recvlogical failed: {status}");
+    }
+
+    // siphon streams everything into Kafka.
+    let started = Instant::now();
+    let mut siphon = run_siphon()?;
+    let mut peak_rss_kib = 0;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", siphon.id())) {
+            for line in status.lines() {
+                if let Some(v) = line.strip_prefix("VmHWM:") {
+                    peak_rss_kib = v
+                        .trim()
+                        .trim_end_matches(" kB")
+                        .trim()
+                        .parse()
+                        .unwrap_or(peak_rss_kib);
+                }
+            }
+        }
+        let done = pg.psql(
+            "bench",
+            &format!("SELECT confirmed_flush_lsn >= '{end_lsn}' FROM pg_replication_slots WHERE slot_name = 'siphon_bench'"),
+        );
+        if done == "t" {
+            break;
+        }
+        if let Some(status) = siphon.try_wait()? {
+            bail!("siphon exited: {status}");
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            bail!("siphon did not finish within 30 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let siphon_time = started.elapsed();
+    terminate(&mut siphon)?;
+
+    // Baseline 2: a raw transactional producer writes as many records of
+    // the same size to the same broker.
+    let sample = kafka::read_committed(&broker.bootstrap, "bench.public.items");
+    let avg_value = sample
+        .iter()
+        .filter_map(|r| r.value.as_ref())
+        .map(Vec::len)
+        .sum::<usize>()
+        / sample.len().max(1);
+    let payload = vec![b'x'; avg_value];
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("transactional.id", "bench-raw")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    producer.init_transactions(Duration::from_secs(30))?;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < rows {
+        producer.begin_transaction()?;
+        let n = 10_000.min(rows - sent);
+        for i in 0..n {
+            let key = (sent + i).to_be_bytes();
+            let mut record = BaseRecord::to("bench.raw")
+                .key(&key[..])
+                .payload(&payload[..]);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        record = r;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+        }
+        producer.commit_transaction(Duration::from_secs(60))?;
+        sent += n;
+    }
+    let raw = started.elapsed();
+
+    let rate = |d: Duration| rows as f64 / d.as_secs_f64();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!();
+    println!(
+        "machine: {cores} cores, {cpu}; {rows} inserted rows in transactions of {per_txn}, {avg_value}-byte Avro values"
+    );
+    println!();
+    println!("| what | time | rows/s |");
+    println!("| --- | ---: | ---: |");
+    println!(
+        "| pg_recvlogical → /dev/null (PostgreSQL's emit ceiling) | {:.2} s | {:.0} |",
+        recvlogical.as_secs_f64(),
+        rate(recvlogical)
+    );
+    println!(
+        "| raw transactional producer → tansu (broker ceiling) | {:.2} s | {:.0} |",
+        raw.as_secs_f64(),
+        rate(raw)
+    );
+    println!(
+        "| **siphon: PostgreSQL → Avro → tansu, committed and acked** | {:.2} s | {:.0} |",
+        siphon_time.as_secs_f64(),
+        rate(siphon_time)
+    );
+    println!();
+    println!("siphon peak RSS: {:.1} MiB", peak_rss_kib as f64 / 1024.0);
+    Ok(())
+}
+
+fn wait_for(pg: &postgres::PgCluster, sql: &str, want: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while pg.psql("bench", sql) != want {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {sql}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn terminate(child: &mut std::process::Child) -> anyhow::Result<()> {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()?;
+    child.wait()?;
+    Ok(())
+}
