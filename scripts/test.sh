@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs siphon's whole test suite: unit tests, and integration tests that
-# start their own PostgreSQL clusters, tansu brokers and registry stand-ins
-# on loopback. Installs what is missing first.
+# Runs siphon's whole test suite: unit tests, integration tests that start
+# their own PostgreSQL clusters, tansu brokers and registry stand-ins on
+# loopback, and the Helm chart checks. Installs what is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -9,3 +9,6 @@ scripts/install-deps.sh
 # two at a time fit a 2-core machine.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
 cargo test --locked "$@"
+# The Helm chart: lint and render with Helm's real engine for every values
+# scenario, validate against Kubernetes schemas, assert what matters.
+scripts/check-chart.sh
