@@ -101,6 +101,7 @@ async fn wal_level_replica_is_refused_with_the_fix() {
             registry_url: &registry.url,
             tables: &["public.t"],
             extra_kafka: "",
+            extra_postgres: "",
         },
     );
     let log = run_until_fatal(&file, dir.path(), &[]);
@@ -137,6 +138,7 @@ async fn a_table_without_key_or_identity_is_named_with_the_fix_and_nothing_is_lo
             registry_url: &registry.url,
             tables: &["public.keyed", "public.loose"],
             extra_kafka: "",
+            extra_postgres: "",
         },
     );
     let log = run_until_fatal(&file, dir.path(), &[]);
@@ -196,6 +198,7 @@ async fn a_wrong_password_is_fatal_and_changes_made_meanwhile_are_not_lost() {
             registry_url: &registry.url,
             tables: &["public.t"],
             extra_kafka: "",
+            extra_postgres: "",
         },
     );
     let mut text = std::fs::read_to_string(&file).unwrap();
@@ -272,6 +275,7 @@ async fn streamed_and_stopped() -> Stopped {
             registry_url: &registry.url,
             tables: &["public.t"],
             extra_kafka: "",
+            extra_postgres: "",
         },
     );
     let mut s = Siphon::start(&file, dir.path(), &[]);

@@ -584,10 +584,7 @@ fn read_ssl(pg: &mut Section) -> SslConfig {
         None => default_ssl_mode(),
         Some(text) => SslMode::parse(&text).unwrap_or_else(|| {
             let known = SslMode::ALL.map(SslMode::as_str).join(", ");
-            pg.problem_at(
-                "ssl_mode",
-                &format!("must be one of {known}, got {text:?}"),
-            );
+            pg.problem_at("ssl_mode", &format!("must be one of {known}, got {text:?}"));
             default_ssl_mode()
         }),
     };

@@ -60,9 +60,21 @@ fn loads_a_good_file_with_defaults() {
 /// PEM-looking files for the TLS keys; config checks only the block labels.
 fn tls_files(dir: &tempfile::TempDir) -> (PathBuf, PathBuf, PathBuf) {
     (
-        write(dir, "ca.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"),
-        write(dir, "client.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"),
-        write(dir, "client.key", "-----BEGIN PRIVATE KEY-----\nsecret-key-bytes\n-----END PRIVATE KEY-----\n"),
+        write(
+            dir,
+            "ca.pem",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        ),
+        write(
+            dir,
+            "client.pem",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        ),
+        write(
+            dir,
+            "client.key",
+            "-----BEGIN PRIVATE KEY-----\nsecret-key-bytes\n-----END PRIVATE KEY-----\n",
+        ),
     )
 }
 

@@ -69,8 +69,17 @@ impl OffsetRecord {
     /// Whether both records say the same about progress (ignoring when
     /// they were written).
     pub fn same_position(&self, other: &OffsetRecord) -> bool {
-        (self.commit_lsn, self.index, self.txn_complete, self.flush_lsn)
-            == (other.commit_lsn, other.index, other.txn_complete, other.flush_lsn)
+        (
+            self.commit_lsn,
+            self.index,
+            self.txn_complete,
+            self.flush_lsn,
+        ) == (
+            other.commit_lsn,
+            other.index,
+            other.txn_complete,
+            other.flush_lsn,
+        )
     }
 
     /// Avro body (no Confluent header).

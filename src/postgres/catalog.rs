@@ -61,9 +61,10 @@ impl Catalog {
             pg.password(p.expose());
         }
         let connected = match tls::connector(&cfg.ssl)? {
-            None => pg.connect(NoTls).await.map(|(client, connection)| {
-                (client, tokio::spawn(drive(connection)))
-            }),
+            None => pg
+                .connect(NoTls)
+                .await
+                .map(|(client, connection)| (client, tokio::spawn(drive(connection)))),
             Some(connector) => pg
                 .connect(MakeTlsConnector::new(connector))
                 .await

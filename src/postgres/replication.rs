@@ -974,7 +974,7 @@ async fn authenticate(
                 }
                 let state = ScramSha256::new(password.as_bytes(), binding);
                 frontend::sasl_initial_response(mechanism, state.message(), &mut conn.write_buf)
-                .map_err(|e| invalid_argument("SASL initial response", e))?;
+                    .map_err(|e| invalid_argument("SASL initial response", e))?;
                 scram = Some(state);
                 conn.flush().await?;
             }
@@ -1120,7 +1120,11 @@ fn explain_startup_error(
             code,
             message,
             detail,
-            hint: Some(super::NOT_ENCRYPTED_HINT.trim_start_matches(": ").to_owned()),
+            hint: Some(
+                super::NOT_ENCRYPTED_HINT
+                    .trim_start_matches(": ")
+                    .to_owned(),
+            ),
         },
         ReplicationError::Io { source }
             if encrypted

@@ -326,7 +326,9 @@ mod tests {
         };
         let with_file = handshake_error("db", 5432, &ssl(SslMode::VerifyCa, true), bad());
         assert!(
-            with_file.to_string().contains("postgres.ssl_root_cert_file"),
+            with_file
+                .to_string()
+                .contains("postgres.ssl_root_cert_file"),
             "{with_file}"
         );
         let system = handshake_error("db", 5432, &ssl(SslMode::VerifyCa, false), bad());
