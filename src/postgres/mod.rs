@@ -1,5 +1,6 @@
 //! PostgreSQL: the replication protocol client, the pgoutput decoder, and
-//! the catalog connection used for preflight checks and metadata.
+//! the catalog connection used for preflight checks and metadata, and TLS
+//! for both connections.
 
 pub mod catalog;
 pub mod pgoutput;
