@@ -20,9 +20,10 @@ if [ ! -x "$PG_BIN/initdb" ] || [ ! -x "$PG_BIN/pg_recvlogical" ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 postgresql-client-15 >/dev/null
 fi
 
-# librdkafka (built by the rdkafka crate) needs OpenSSL and zlib headers.
+# librdkafka (built by the rdkafka crate) needs OpenSSL and zlib headers;
+# the TLS tests make their throwaway CA with the openssl CLI.
 missing=()
-for pkg in libssl-dev zlib1g-dev pkg-config; do
+for pkg in libssl-dev zlib1g-dev pkg-config openssl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -7,6 +7,7 @@ mod support;
 use std::future::Future;
 use std::time::Duration;
 
+use siphon::config::{SslConfig, SslMode};
 use siphon::event::Lsn;
 use siphon::postgres::replication::{
     ReplicationClient, ReplicationConfig, ReplicationError, ReplicationMessage, ReplicationStream,
@@ -27,6 +28,8 @@ fn config(pg: &PgCluster, password: Option<&str>) -> ReplicationConfig {
         dbname: "postgres".to_owned(),
         application_name: APPLICATION_NAME.to_owned(),
         connect_timeout_ms: 10_000,
+        // The test clusters have no TLS: prefer falls back to plain.
+        ssl: SslConfig::default(),
     }
 }
 
@@ -264,6 +267,7 @@ async fn connect_errors_are_transient() {
         dbname: "postgres".to_owned(),
         application_name: APPLICATION_NAME.to_owned(),
         connect_timeout_ms: 5_000,
+        ssl: SslConfig::default(),
     };
     let err = ReplicationClient::connect(&cfg).await.unwrap_err();
     assert!(matches!(err, ReplicationError::Connect { .. }), "{err:?}");
@@ -718,6 +722,11 @@ async fn next_is_cancel_safe_mid_frame() {
         dbname: "d".to_owned(),
         application_name: APPLICATION_NAME.to_owned(),
         connect_timeout_ms: 5_000,
+        // The scripted server expects the startup packet first.
+        ssl: SslConfig {
+            mode: SslMode::Disable,
+            ..SslConfig::default()
+        },
     })
     .await
     .expect("connect to the scripted server");

@@ -96,6 +96,92 @@ pub struct PostgresConfig {
     pub connect_timeout_ms: u64,
     /// How often a standby status update is sent even when nothing changed.
     pub status_interval_ms: u64,
+    /// TLS for both connections to PostgreSQL.
+    pub ssl: SslConfig,
+}
+
+/// Whether and how the connections to PostgreSQL use TLS; the modes and
+/// their meaning are libpq's (`sslmode`), so a DBA's habits carry over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SslMode {
+    /// Never TLS.
+    Disable,
+    /// TLS when the server offers it, else plain. No verification (unless
+    /// a root certificate file is given).
+    #[default]
+    Prefer,
+    /// TLS or fail. No verification (unless a root certificate file is
+    /// given: then as `VerifyCa`).
+    Require,
+    /// TLS with the server's chain verified against the root certificates,
+    /// not its host name.
+    VerifyCa,
+    /// `VerifyCa` plus the certificate must name `postgres.host`.
+    VerifyFull,
+}
+
+impl SslMode {
+    const ALL: [SslMode; 5] = [
+        SslMode::Disable,
+        SslMode::Prefer,
+        SslMode::Require,
+        SslMode::VerifyCa,
+        SslMode::VerifyFull,
+    ];
+
+    /// The libpq spelling, as written in connector files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    fn parse(s: &str) -> Option<SslMode> {
+        SslMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// TLS settings of the `[postgres]` section. Paths only: the files are read
+/// when a connection is opened, so rotated certificates are picked up on
+/// the next reconnect. The key file's content is never logged.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SslConfig {
+    pub mode: SslMode,
+    /// PEM bundle of the CAs trusted to sign the server certificate; the
+    /// system trust store when absent.
+    pub root_cert_file: Option<PathBuf>,
+    /// PEM client certificate (chain), presented when the server asks.
+    pub cert_file: Option<PathBuf>,
+    /// Unencrypted PKCS#8 PEM key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
+
+impl SslConfig {
+    /// Whether the server's certificate chain is checked: always in the
+    /// verify modes, and (as libpq does) in the others too when a root
+    /// certificate file is given.
+    pub fn verifies_chain(&self) -> bool {
+        match self.mode {
+            SslMode::Disable => false,
+            SslMode::Prefer | SslMode::Require => self.root_cert_file.is_some(),
+            SslMode::VerifyCa | SslMode::VerifyFull => true,
+        }
+    }
+
+    /// Whether the server's certificate must name the host connected to.
+    pub fn verifies_host(&self) -> bool {
+        self.mode == SslMode::VerifyFull
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -319,6 +405,7 @@ fn read_connector(
     let table_names: Option<Vec<String>> = pg.required("tables");
     let connect_timeout_ms = pg.optional("connect_timeout_ms").unwrap_or(10_000);
     let status_interval_ms = pg.optional("status_interval_ms").unwrap_or(10_000);
+    let ssl = read_ssl(&mut pg);
     if !slot.is_empty() && !is_slot_name(&slot) {
         pg.problem_at(
             "slot",
@@ -456,6 +543,7 @@ fn read_connector(
             tables,
             connect_timeout_ms,
             status_interval_ms,
+            ssl,
         },
         kafka: KafkaConfig {
             bootstrap_servers: bootstrap_servers?,
@@ -492,6 +580,110 @@ fn default_pg_host() -> String {
     // PostgreSQL's own default when no host is given is the local socket;
     // siphon connects over TCP, so loopback is the closest equivalent.
     "127.0.0.1".to_owned()
+}
+
+fn default_ssl_mode() -> SslMode {
+    // libpq's default: TLS when the server offers it.
+    SslMode::Prefer
+}
+
+/// The `ssl_*` keys of `[postgres]`: the mode, and files that must exist and
+/// look like what they are meant to hold, so that a wrong path or a key in
+/// the wrong format is reported at load time rather than at the first
+/// connection.
+fn read_ssl(pg: &mut Section) -> SslConfig {
+    let mode = match pg.optional::<String>("ssl_mode") {
+        None => default_ssl_mode(),
+        Some(text) => SslMode::parse(&text).unwrap_or_else(|| {
+            let known = SslMode::ALL.map(SslMode::as_str).join(", ");
+            pg.problem_at("ssl_mode", &format!("must be one of {known}, got {text:?}"));
+            default_ssl_mode()
+        }),
+    };
+    let root_cert_file = pem_file(pg, "ssl_root_cert_file", PemKind::Certificates);
+    let cert_file = pem_file(pg, "ssl_cert_file", PemKind::Certificates);
+    let key_file = pem_file(pg, "ssl_key_file", PemKind::Pkcs8Key);
+    match (&cert_file, &key_file) {
+        (Some(_), None) => pg.problem_at(
+            "ssl_cert_file",
+            "needs ssl_key_file too: set both (client certificate and its key) or neither",
+        ),
+        (None, Some(_)) => pg.problem_at(
+            "ssl_key_file",
+            "needs ssl_cert_file too: set both (client certificate and its key) or neither",
+        ),
+        _ => {}
+    }
+    if mode == SslMode::Disable {
+        for (key, set) in [
+            ("ssl_root_cert_file", root_cert_file.is_some()),
+            ("ssl_cert_file", cert_file.is_some()),
+            ("ssl_key_file", key_file.is_some()),
+        ] {
+            if set {
+                pg.problem_at(
+                    key,
+                    "is set but ssl_mode is \"disable\": remove it, or choose another ssl_mode",
+                );
+            }
+        }
+    }
+    SslConfig {
+        mode,
+        root_cert_file,
+        cert_file,
+        key_file,
+    }
+}
+
+/// What a TLS file must hold.
+#[derive(Clone, Copy)]
+enum PemKind {
+    /// One or more `CERTIFICATE` blocks.
+    Certificates,
+    /// One unencrypted PKCS#8 `PRIVATE KEY` block (what native-tls loads).
+    Pkcs8Key,
+}
+
+/// Reads the path under `key` and checks the file is there and of `kind`.
+/// Only block labels are inspected and named in messages, never content.
+fn pem_file(pg: &mut Section, key: &str, kind: PemKind) -> Option<PathBuf> {
+    let path = PathBuf::from(pg.optional::<String>(key)?);
+    let shown = path.display();
+    let text = match std::fs::read(&path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => {
+            pg.problem_at(key, &format!("cannot read {shown}: {e}"));
+            return Some(path);
+        }
+    };
+    let problem = match kind {
+        PemKind::Certificates if !text.contains("-----BEGIN CERTIFICATE-----") => Some(format!(
+            "{shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        )),
+        PemKind::Pkcs8Key if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") => {
+            Some(format!(
+                "{shown} is an encrypted key; siphon needs it unencrypted: openssl pkcs8 -topk8 -nocrypt -in {shown} -out <new file>"
+            ))
+        }
+        PemKind::Pkcs8Key if text.contains("-----BEGIN PRIVATE KEY-----") => None,
+        PemKind::Pkcs8Key
+            if text.contains("-----BEGIN RSA PRIVATE KEY-----")
+                || text.contains("-----BEGIN EC PRIVATE KEY-----") =>
+        {
+            Some(format!(
+                "{shown} is not a PKCS#8 key (BEGIN PRIVATE KEY): convert it with openssl pkcs8 -topk8 -nocrypt -in {shown} -out <new file>"
+            ))
+        }
+        PemKind::Pkcs8Key => Some(format!(
+            "{shown} holds no PEM private key (-----BEGIN PRIVATE KEY-----)"
+        )),
+        PemKind::Certificates => None,
+    };
+    if let Some(problem) = problem {
+        pg.problem_at(key, &problem);
+    }
+    Some(path)
 }
 
 fn default_pg_port() -> u16 {

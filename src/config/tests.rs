@@ -53,6 +53,123 @@ fn loads_a_good_file_with_defaults() {
     assert_eq!(c.kafka.properties["compression.type"], "zstd");
     assert_eq!(c.kafka.properties["linger.ms"], "5");
     assert_eq!(c.kafka.offsets_topic, "siphon.offsets");
+    assert_eq!(c.postgres.ssl, SslConfig::default());
+    assert_eq!(c.postgres.ssl.mode, SslMode::Prefer);
+}
+
+/// PEM-looking files for the TLS keys; config checks only the block labels.
+fn tls_files(dir: &tempfile::TempDir) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        write(
+            dir,
+            "ca.pem",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        ),
+        write(
+            dir,
+            "client.pem",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        ),
+        write(
+            dir,
+            "client.key",
+            "-----BEGIN PRIVATE KEY-----\nsecret-key-bytes\n-----END PRIVATE KEY-----\n",
+        ),
+    )
+}
+
+#[test]
+fn tls_keys_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(&dir);
+    let body = GOOD.replace(
+        "tables = [",
+        &format!(
+            "ssl_mode = \"verify-full\"\nssl_root_cert_file = {:?}\nssl_cert_file = {:?}\nssl_key_file = {:?}\ntables = [",
+            ca.display().to_string(),
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+    );
+    let path = write(&dir, "shop.toml", &body);
+    let c = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap();
+    assert_eq!(
+        c.postgres.ssl,
+        SslConfig {
+            mode: SslMode::VerifyFull,
+            root_cert_file: Some(ca),
+            cert_file: Some(cert),
+            key_file: Some(key),
+        }
+    );
+    assert!(c.postgres.ssl.verifies_host());
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("secret-key-bytes"), "{shown}");
+}
+
+#[test]
+fn tls_problems_are_reported_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, cert, _) = tls_files(&dir);
+    let rsa_key = write(
+        &dir,
+        "rsa.key",
+        "-----BEGIN RSA PRIVATE KEY-----\nsecret-key-bytes\n-----END RSA PRIVATE KEY-----\n",
+    );
+    let missing = dir.path().join("missing-ca.pem");
+    let body = GOOD.replace(
+        "tables = [",
+        &format!(
+            "ssl_mode = \"verify_full\"\nssl_root_cert_file = {:?}\nssl_key_file = {:?}\ntables = [",
+            missing.display().to_string(),
+            rsa_key.display().to_string()
+        ),
+    );
+    let path = write(&dir, "bad.toml", &body);
+    let err = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap_err();
+    let file = path.display();
+    let (missing, rsa_key) = (missing.display(), rsa_key.display());
+    assert_eq!(
+        err.problems,
+        vec![
+            format!(
+                "{file}: postgres.ssl_mode: must be one of disable, prefer, require, verify-ca, verify-full, got \"verify_full\""
+            ),
+            format!(
+                "{file}: postgres.ssl_root_cert_file: cannot read {missing}: No such file or directory (os error 2)"
+            ),
+            format!(
+                "{file}: postgres.ssl_key_file: {rsa_key} is not a PKCS#8 key (BEGIN PRIVATE KEY): convert it with openssl pkcs8 -topk8 -nocrypt -in {rsa_key} -out <new file>"
+            ),
+            format!(
+                "{file}: postgres.ssl_key_file: needs ssl_cert_file too: set both (client certificate and its key) or neither"
+            ),
+        ]
+    );
+    assert!(!err.to_string().contains("secret-key-bytes"));
+
+    // A certificate without its key, and TLS files with TLS turned off.
+    let body = GOOD.replace(
+        "tables = [",
+        &format!(
+            "ssl_mode = \"disable\"\nssl_cert_file = {:?}\ntables = [",
+            cert.display().to_string()
+        ),
+    );
+    let path = write(&dir, "bad2.toml", &body);
+    let err = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap_err();
+    let file = path.display();
+    assert_eq!(
+        err.problems,
+        vec![
+            format!(
+                "{file}: postgres.ssl_cert_file: needs ssl_key_file too: set both (client certificate and its key) or neither"
+            ),
+            format!(
+                "{file}: postgres.ssl_cert_file: is set but ssl_mode is \"disable\": remove it, or choose another ssl_mode"
+            ),
+        ]
+    );
 }
 
 #[test]
@@ -99,7 +216,7 @@ fn reports_every_problem_at_once() {
         vec![
             format!("{file}: postgres.user: is required"),
             format!(
-                "{file}: postgres.usr: unknown key; did you mean \"user\"? (known keys: host, port, database, user, password_env, password_file, slot, publication, create_slot, create_publication, tables, connect_timeout_ms, status_interval_ms)"
+                "{file}: postgres.usr: unknown key; did you mean \"user\"? (known keys: host, port, database, user, password_env, password_file, slot, publication, create_slot, create_publication, tables, connect_timeout_ms, status_interval_ms, ssl_mode, ssl_root_cert_file, ssl_cert_file, ssl_key_file)"
             ),
             format!("{file}: kafka.batch_max_events: must be >= 1, got 0"),
             format!(

@@ -195,6 +195,7 @@ async fn run_once(
         dbname: pg.database.clone(),
         application_name: format!("siphon-{name}"),
         connect_timeout_ms: pg.connect_timeout_ms,
+        ssl: pg.ssl.clone(),
     };
     let repl_err = |source| PgError::Replication {
         slot: pg.slot.clone(),

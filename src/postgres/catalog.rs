@@ -9,11 +9,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use postgres_native_tls::MakeTlsConnector;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
-use super::PgError;
-use crate::config::{ConnectorConfig, PostgresConfig, TableName, quote_ident};
+use super::{PgError, tls};
+use crate::config::{ConnectorConfig, PostgresConfig, SslMode, TableName, quote_ident};
 use crate::event::Lsn;
 
 /// A connected catalog client. The connection task ends when it is dropped.
@@ -46,22 +47,30 @@ impl Catalog {
             .user(&cfg.user)
             .dbname(&cfg.database)
             .application_name("siphon")
-            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms));
+            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+            // tokio-postgres knows only these three; what the verify modes
+            // add is in the connector's settings.
+            .ssl_mode(match cfg.ssl.mode {
+                SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+                SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                    tokio_postgres::config::SslMode::Require
+                }
+            });
         if let Some(p) = &cfg.password {
             pg.password(p.expose());
         }
-        let (client, connection) = pg.connect(NoTls).await.map_err(|source| PgError::Connect {
-            host: cfg.host.clone(),
-            port: cfg.port,
-            user: cfg.user.clone(),
-            database: cfg.database.clone(),
-            source,
-        })?;
-        let connection = tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "catalog connection closed");
-            }
-        });
+        let connected = match tls::connector(&cfg.ssl)? {
+            None => pg
+                .connect(NoTls)
+                .await
+                .map(|(client, connection)| (client, tokio::spawn(drive(connection)))),
+            Some(connector) => pg
+                .connect(MakeTlsConnector::new(connector))
+                .await
+                .map(|(client, connection)| (client, tokio::spawn(drive(connection)))),
+        };
+        let (client, connection) = connected.map_err(|source| connect_error(cfg, source))?;
         Ok(Catalog { client, connection })
     }
 
@@ -358,6 +367,51 @@ pub fn missing_tables_problem(publication: &str, missing: &[TableName]) -> Strin
         quote_ident(publication),
         quoted.join(", ")
     )
+}
+
+/// Runs a tokio-postgres connection until it ends.
+async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "catalog connection closed");
+    }
+}
+
+/// tokio-postgres reports TLS trouble as an error whose source is the
+/// native-tls error (handshake) or a bare message (the server said 'N');
+/// those become [`tls::TlsError`]s, with the same wording and class as on
+/// the replication connection.
+fn connect_error(cfg: &PostgresConfig, source: tokio_postgres::Error) -> PgError {
+    let inner = std::error::Error::source(&source);
+    if inner.is_some_and(|e| e.is::<native_tls::Error>()) {
+        return tls::handshake_error(&cfg.host, cfg.port, &cfg.ssl, Box::new(source)).into();
+    }
+    if inner.is_some_and(|e| e.to_string() == "server does not support TLS") {
+        return tls::TlsError::NotSupported {
+            host: cfg.host.clone(),
+            port: cfg.port,
+            mode: cfg.ssl.mode,
+        }
+        .into();
+    }
+    // A TLS 1.3 server refuses a client certificate after the handshake,
+    // so that surfaces as an i/o error on the first read.
+    if cfg.ssl.mode != SslMode::Disable
+        && tls::classify(&source) == tls::HandshakeFailure::ClientCertificateRejected
+    {
+        return tls::handshake_error(&cfg.host, cfg.port, &cfg.ssl, Box::new(source)).into();
+    }
+    PgError::Connect {
+        host: cfg.host.clone(),
+        port: cfg.port,
+        user: cfg.user.clone(),
+        database: cfg.database.clone(),
+        ssl_mode: cfg.ssl.mode,
+        source,
+    }
 }
 
 /// Catalog facts about one column.

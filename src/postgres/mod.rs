@@ -1,27 +1,34 @@
 //! PostgreSQL: the replication protocol client, the pgoutput decoder, and
-//! the catalog connection used for preflight checks and metadata.
+//! the catalog connection used for preflight checks and metadata, and TLS
+//! for both connections.
 
 pub mod catalog;
 pub mod pgoutput;
 pub mod preflight;
 pub mod replication;
+pub mod tls;
 
 use tokio_postgres::error::SqlState;
 
+use crate::config::SslMode;
 use crate::error::ErrorClass;
 use crate::event::Lsn;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("cannot connect to PostgreSQL at {host}:{port} as {user} (database {database}){}", connect_hint(.source))]
+    #[error("cannot connect to PostgreSQL at {host}:{port} as {user} (database {database}){}", connect_hint(.source, *.ssl_mode))]
     Connect {
         host: String,
         port: u16,
         user: String,
         database: String,
+        ssl_mode: SslMode,
         #[source]
         source: tokio_postgres::Error,
     },
+    /// TLS to the server failed (either connection).
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("PostgreSQL query for {what} failed")]
     Query {
         what: &'static str,
@@ -93,8 +100,14 @@ pub enum PgError {
     },
 }
 
-fn connect_hint(e: &tokio_postgres::Error) -> &'static str {
+fn connect_hint(e: &tokio_postgres::Error, ssl_mode: SslMode) -> &'static str {
     match e.code() {
+        Some(c)
+            if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                && ssl_mode == SslMode::Disable =>
+        {
+            NOT_ENCRYPTED_HINT
+        }
         Some(c) if *c == SqlState::INVALID_PASSWORD => {
             ": password authentication failed; check the password in postgres.password_env / password_file"
         }
@@ -108,6 +121,10 @@ fn connect_hint(e: &tokio_postgres::Error) -> &'static str {
     }
 }
 
+/// For a login refused while TLS is off: hostssl-only pg_hba.conf lines are
+/// the usual cause.
+pub(crate) const NOT_ENCRYPTED_HINT: &str = ": the server refused the unencrypted login; if pg_hba.conf accepts this client only with hostssl, set postgres.ssl_mode = verify-full (or require)";
+
 impl PgError {
     pub fn class(&self) -> ErrorClass {
         match self {
@@ -116,6 +133,13 @@ impl PgError {
             }
             PgError::Replication { source, .. } => {
                 if source.is_transient() {
+                    ErrorClass::Transient
+                } else {
+                    ErrorClass::Fatal
+                }
+            }
+            PgError::Tls(e) => {
+                if e.is_transient() {
                     ErrorClass::Transient
                 } else {
                     ErrorClass::Fatal

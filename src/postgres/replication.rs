@@ -4,12 +4,14 @@
 //!
 //! tokio-postgres cannot speak CopyBoth, so this module drives the wire
 //! protocol itself with `postgres_protocol`'s message codecs over a
-//! `TcpStream`. Ordinary catalog queries belong to tokio-postgres elsewhere;
-//! this module only does what needs the walsender.
+//! `TcpStream`, or a TLS stream over it. Ordinary catalog queries belong to
+//! tokio-postgres elsewhere; this module only does what needs the walsender.
 //!
 //! It implements:
-//! - startup and authentication (trust, cleartext, md5, SCRAM-SHA-256 without
-//!   channel binding): <https://www.postgresql.org/docs/15/protocol-flow.html>
+//! - SSL negotiation (SSLRequest, then TLS as `tls` sets it up), startup and
+//!   authentication (trust, cleartext, md5, SCRAM-SHA-256, and
+//!   SCRAM-SHA-256-PLUS with `tls-server-end-point` channel binding over
+//!   TLS): <https://www.postgresql.org/docs/15/protocol-flow.html>
 //! - `IDENTIFY_SYSTEM`, `CREATE_REPLICATION_SLOT`, `START_REPLICATION` and the
 //!   CopyBoth sub-protocol (XLogData, primary keepalive, standby status
 //!   update): <https://www.postgresql.org/docs/15/protocol-replication.html>
@@ -36,17 +38,24 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::ops::Range;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
+use postgres_protocol::authentication::sasl::{
+    ChannelBinding, SCRAM_SHA_256, SCRAM_SHA_256_PLUS, ScramSha256,
+};
 use postgres_protocol::message::{backend, frontend};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_native_tls::TlsStream;
 use tokio_postgres::fallible_iterator::FallibleIterator;
 use tracing::{debug, warn};
 
+use super::tls::{self, TlsError};
+use crate::config::{SslConfig, SslMode};
 use crate::event::Lsn;
 
 /// Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01
@@ -93,8 +102,12 @@ pub struct ReplicationConfig {
     pub dbname: String,
     /// Shown in `pg_stat_replication.application_name`.
     pub application_name: String,
-    /// Bound on TCP connect plus authentication; 0 means no bound.
+    /// Bound on TCP connect, TLS handshake and authentication; 0 means no
+    /// bound.
     pub connect_timeout_ms: u64,
+    /// TLS, as libpq's `sslmode` and friends; `host` is the name checked
+    /// against the server certificate in `verify-full`.
+    pub ssl: SslConfig,
 }
 
 impl fmt::Debug for ReplicationConfig {
@@ -107,6 +120,7 @@ impl fmt::Debug for ReplicationConfig {
             .field("dbname", &self.dbname)
             .field("application_name", &self.application_name)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("ssl", &self.ssl)
             .finish()
     }
 }
@@ -272,6 +286,9 @@ pub enum ReplicationError {
     /// An argument cannot be sent (e.g. a name containing a NUL byte).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// TLS could not be set up: files, the server's refusal, the handshake.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 fn hint_suffix(hint: &Option<String>) -> String {
@@ -301,6 +318,7 @@ impl ReplicationError {
             | ReplicationError::ServerShutdown
             | ReplicationError::Broken => true,
             ReplicationError::Server { code, .. } => is_transient_sqlstate(code),
+            ReplicationError::Tls(e) => e.is_transient(),
             ReplicationError::Protocol(_)
             | ReplicationError::Auth(_)
             | ReplicationError::InvalidArgument(_) => false,
@@ -372,6 +390,8 @@ impl ReplicationClient {
         stream
             .set_nodelay(true)
             .map_err(|source| ReplicationError::Io { source })?;
+        let stream = negotiate_tls(stream, cfg).await?;
+        let encrypted = matches!(stream, PgStream::Tls(_));
         let mut conn = Connection::new(stream);
 
         let mut params: Vec<(&str, &str)> = vec![
@@ -385,7 +405,9 @@ impl ReplicationClient {
             .map_err(|e| invalid_argument("startup parameters", e))?;
         conn.flush().await?;
 
-        authenticate(&mut conn, cfg).await?;
+        authenticate(&mut conn, cfg)
+            .await
+            .map_err(|e| explain_startup_error(e, cfg, encrypted))?;
 
         let mut client = ReplicationClient {
             conn,
@@ -398,6 +420,7 @@ impl ReplicationClient {
             host = %cfg.host,
             port = cfg.port,
             backend_pid = client.backend_pid,
+            tls = encrypted,
             "replication connection established"
         );
         Ok(client)
@@ -921,19 +944,37 @@ async fn authenticate(
                 {
                     mechanisms.push(mechanism.to_owned());
                 }
-                if !mechanisms.iter().any(|m| m == SCRAM_SHA_256) {
+                let offers = |name: &str| mechanisms.iter().any(|m| m == name);
+                if !offers(SCRAM_SHA_256) && !offers(SCRAM_SHA_256_PLUS) {
                     return Err(ReplicationError::Auth(format!(
-                        "server offers SASL mechanisms {mechanisms:?}, siphon supports only {SCRAM_SHA_256}"
+                        "server offers SASL mechanisms {mechanisms:?}, siphon supports only \
+                         {SCRAM_SHA_256} and {SCRAM_SHA_256_PLUS}"
                     )));
                 }
                 let password = require_password(cfg, SCRAM_SHA_256)?;
-                let state = ScramSha256::new(password.as_bytes(), ChannelBinding::unrequested());
-                frontend::sasl_initial_response(
-                    SCRAM_SHA_256,
-                    state.message(),
-                    &mut conn.write_buf,
-                )
-                .map_err(|e| invalid_argument("SASL initial response", e))?;
+                // Bind to the TLS channel when the server offers it, so a
+                // man in the middle with another certificate cannot relay
+                // the exchange. The gs2 header must tell the truth either
+                // way: the server refuses "y" (client could bind but thinks
+                // the server cannot) when it offered -PLUS.
+                let end_point = conn.stream.tls_server_end_point();
+                let (mechanism, binding) = match end_point {
+                    Some(hash) if offers(SCRAM_SHA_256_PLUS) => (
+                        SCRAM_SHA_256_PLUS,
+                        ChannelBinding::tls_server_end_point(hash),
+                    ),
+                    Some(_) => (SCRAM_SHA_256, ChannelBinding::unrequested()),
+                    None => (SCRAM_SHA_256, ChannelBinding::unsupported()),
+                };
+                if !offers(mechanism) {
+                    return Err(ReplicationError::Auth(format!(
+                        "server offers only {SCRAM_SHA_256_PLUS}, which needs TLS: set \
+                         postgres.ssl_mode to require or verify-full"
+                    )));
+                }
+                let state = ScramSha256::new(password.as_bytes(), binding);
+                frontend::sasl_initial_response(mechanism, state.message(), &mut conn.write_buf)
+                    .map_err(|e| invalid_argument("SASL initial response", e))?;
                 scram = Some(state);
                 conn.flush().await?;
             }
@@ -995,6 +1036,168 @@ fn require_password<'a>(
     })
 }
 
+/// Answers of the server to an SSLRequest.
+const SSL_ACCEPTED: u8 = b'S';
+const SSL_REFUSED: u8 = b'N';
+
+/// SSLRequest and, when the server agrees, the TLS handshake: the stream
+/// the startup message then goes over.
+///
+/// Exactly the one answer byte is read off the plain socket before the
+/// handshake, so no unencrypted byte the server (or a man in the middle)
+/// sends after it can be taken for part of the encrypted session
+/// (CVE-2021-23222).
+async fn negotiate_tls(
+    mut tcp: TcpStream,
+    cfg: &ReplicationConfig,
+) -> Result<PgStream, ReplicationError> {
+    // Files are read before the server is bothered: a bad one is the
+    // operator's to fix whatever the server says.
+    let Some(connector) = tls::connector(&cfg.ssl)? else {
+        return Ok(PgStream::Plain(tcp));
+    };
+    let mut request = BytesMut::new();
+    frontend::ssl_request(&mut request);
+    tcp.write_all(&request)
+        .await
+        .map_err(|source| ReplicationError::Io { source })?;
+    let answer = match tcp.read_u8().await {
+        Ok(answer) => answer,
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return Err(ReplicationError::Closed);
+        }
+        Err(source) => return Err(ReplicationError::Io { source }),
+    };
+    match answer {
+        SSL_ACCEPTED => {}
+        SSL_REFUSED if cfg.ssl.mode == SslMode::Prefer => {
+            debug!(host = %cfg.host, port = cfg.port, "server does not offer TLS, continuing without (ssl_mode = prefer)");
+            return Ok(PgStream::Plain(tcp));
+        }
+        SSL_REFUSED => {
+            return Err(TlsError::NotSupported {
+                host: cfg.host.clone(),
+                port: cfg.port,
+                mode: cfg.ssl.mode,
+            }
+            .into());
+        }
+        other => {
+            return Err(ReplicationError::Protocol(format!(
+                "unexpected answer {:?} (0x{other:02x}) to SSLRequest",
+                char::from(other)
+            )));
+        }
+    }
+    // `host` is both the SNI name and, in verify-full, the name the
+    // certificate must carry (an IP address is checked against IP SANs).
+    let stream = tokio_native_tls::TlsConnector::from(connector)
+        .connect(&cfg.host, tcp)
+        .await
+        .map_err(|e| tls::handshake_error(&cfg.host, cfg.port, &cfg.ssl, Box::new(e)))?;
+    Ok(PgStream::Tls(Box::new(stream)))
+}
+
+/// Makes startup failures that TLS settings explain say so: a login
+/// refused on a connection the operator chose to leave unencrypted (the
+/// server says only "no encryption"), and a TLS 1.3 server refusing our
+/// client certificate, which arrives after the handshake as an i/o error on
+/// the first read.
+fn explain_startup_error(
+    e: ReplicationError,
+    cfg: &ReplicationConfig,
+    encrypted: bool,
+) -> ReplicationError {
+    match e {
+        ReplicationError::Server {
+            severity,
+            code,
+            message,
+            detail,
+            hint: None,
+        } if code == "28000" && cfg.ssl.mode == SslMode::Disable => ReplicationError::Server {
+            severity,
+            code,
+            message,
+            detail,
+            hint: Some(
+                super::NOT_ENCRYPTED_HINT
+                    .trim_start_matches(": ")
+                    .to_owned(),
+            ),
+        },
+        ReplicationError::Io { source }
+            if encrypted
+                && tls::classify(&source) == tls::HandshakeFailure::ClientCertificateRejected =>
+        {
+            tls::handshake_error(&cfg.host, cfg.port, &cfg.ssl, Box::new(source)).into()
+        }
+        other => other,
+    }
+}
+
+/// The connection's byte stream: plain TCP, or TLS over it. Everything
+/// above (framing, buffers, cancel-safety) sees only `AsyncRead` and
+/// `AsyncWrite`; a TLS read or write that returns `Pending` has consumed
+/// nothing, as with TCP.
+enum PgStream {
+    Plain(TcpStream),
+    // Boxed: the TLS state is large and this enum lives in every connection.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl PgStream {
+    /// The hash of the server certificate for SCRAM's
+    /// `tls-server-end-point` channel binding (RFC 5929), if TLS is on and
+    /// the certificate's signature algorithm defines one.
+    fn tls_server_end_point(&self) -> Option<Vec<u8>> {
+        match self {
+            PgStream::Plain(_) => None,
+            PgStream::Tls(tls) => tls.get_ref().tls_server_end_point().ok().flatten(),
+        }
+    }
+}
+
+impl AsyncRead for PgStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PgStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            PgStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for PgStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            PgStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            PgStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PgStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            PgStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PgStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            PgStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// A frame read from the server.
 enum Frame {
     Message(backend::Message),
@@ -1005,7 +1208,7 @@ enum Frame {
 
 /// The socket with its read and write buffers.
 struct Connection {
-    stream: TcpStream,
+    stream: PgStream,
     read_buf: BytesMut,
     write_buf: BytesMut,
     /// A query was sent and its ReadyForQuery not read yet (its caller may
@@ -1016,7 +1219,7 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(stream: TcpStream) -> Self {
+    fn new(stream: PgStream) -> Self {
         Connection {
             stream,
             read_buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
@@ -1078,6 +1281,12 @@ impl Connection {
                     return Err(ReplicationError::Io { source });
                 }
             }
+        }
+        // A no-op on plain TCP; TLS has written whole records already, but
+        // flushing keeps that an implementation detail of the stream.
+        if let Err(source) = self.stream.flush().await {
+            self.broken = true;
+            return Err(ReplicationError::Io { source });
         }
         Ok(())
     }
@@ -1628,6 +1837,7 @@ mod tests {
             dbname: "app".to_owned(),
             application_name: "siphon".to_owned(),
             connect_timeout_ms: 1000,
+            ssl: SslConfig::default(),
         };
         let shown = format!("{cfg:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

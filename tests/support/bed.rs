@@ -74,6 +74,7 @@ impl Bed {
                 registry_url: &self.registry.url,
                 tables,
                 extra_kafka,
+                extra_postgres: "",
             },
         )
     }

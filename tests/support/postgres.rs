@@ -12,6 +12,11 @@
 //! `postgres` superuser through the unix socket, which is `trust` whatever
 //! the TCP authentication method is.
 //!
+//! With [`PgOptions::tls`] the cluster serves TLS with a certificate for
+//! `localhost` (and nothing else) from a throwaway CA made with the
+//! `openssl` CLI for that cluster alone, and accepts TCP connections only
+//! over TLS (`hostssl` lines, no `host` lines); see [`TlsFiles`].
+//!
 //! Everything here panics on failure with the server log's tail: it is test
 //! support, and a cluster that does not come up is a broken test bed.
 
@@ -55,6 +60,12 @@ pub struct PgOptions {
     pub password: Option<String>,
     /// Lines appended verbatim to `postgresql.conf`, e.g. `"wal_sender_timeout = '2s'"`.
     pub extra_conf: Vec<String>,
+    /// Serve TLS and accept TCP connections (normal and replication) only
+    /// over it.
+    pub tls: bool,
+    /// With `tls`: demand a client certificate signed by the test CA whose
+    /// CN is the user name (`clientcert=verify-full`).
+    pub client_cert: bool,
 }
 
 impl Default for PgOptions {
@@ -64,6 +75,8 @@ impl Default for PgOptions {
             auth_method: "trust".to_owned(),
             password: None,
             extra_conf: Vec::new(),
+            tls: false,
+            client_cert: false,
         }
     }
 }
@@ -81,6 +94,23 @@ pub struct PgCluster {
     /// Run server commands through `runuser -u postgres --` (we are root).
     as_postgres: bool,
     running: bool,
+    tls: Option<TlsFiles>,
+}
+
+/// The certificates and keys of a TLS test cluster, all PEM, keys PKCS#8,
+/// in the cluster's temporary directory.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The throwaway CA that signed the server and client certificates.
+    pub ca_cert: PathBuf,
+    /// Another CA, which signed nothing the server uses.
+    pub other_ca_cert: PathBuf,
+    /// The server's certificate: CN and only SAN `DNS:localhost`.
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// A client certificate for the superuser (CN `postgres`), by the CA.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 impl PgCluster {
@@ -115,8 +145,17 @@ impl PgCluster {
             password,
             as_postgres,
             running: false,
+            tls: None,
         };
-        cluster.init(&opts.wal_level, &opts.auth_method, &opts.extra_conf);
+        if opts.tls {
+            cluster.tls = Some(make_tls_files(cluster.dir.path(), as_postgres));
+        }
+        cluster.init(
+            &opts.wal_level,
+            &opts.auth_method,
+            &opts.extra_conf,
+            opts.client_cert,
+        );
 
         let mut last_failure = String::new();
         for _ in 0..START_ATTEMPTS {
@@ -168,6 +207,13 @@ impl PgCluster {
 
     pub fn password(&self) -> Option<&str> {
         self.password.as_deref()
+    }
+
+    /// The certificates of a cluster started with [`PgOptions::tls`].
+    pub fn tls(&self) -> &TlsFiles {
+        self.tls
+            .as_ref()
+            .expect("the cluster was started without PgOptions::tls")
     }
 
     /// The data directory (inside the temporary directory).
@@ -293,7 +339,7 @@ impl PgCluster {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    fn init(&self, wal_level: &str, auth_method: &str, extra_conf: &[String]) {
+    fn init(&self, wal_level: &str, auth_method: &str, extra_conf: &[String], client_cert: bool) {
         let out = self
             .server_command("initdb")
             .arg("-D")
@@ -329,6 +375,29 @@ impl PgCluster {
              fsync = off\n\
              logging_collector = off\n"
         );
+        // Only `hostssl` lines with TLS: a connection without it matches no
+        // line and is refused ("no encryption").
+        let (host, options) = match &self.tls {
+            None => ("host", ""),
+            Some(files) => {
+                let quoted = |p: &Path| p.display().to_string().replace('\'', "''");
+                conf.push_str(&format!(
+                    "ssl = on\n\
+                     ssl_cert_file = '{}'\n\
+                     ssl_key_file = '{}'\n\
+                     ssl_ca_file = '{}'\n",
+                    quoted(&files.server_cert),
+                    quoted(&files.server_key),
+                    quoted(&files.ca_cert),
+                ));
+                let options = if client_cert {
+                    " clientcert=verify-full"
+                } else {
+                    ""
+                };
+                ("hostssl", options)
+            }
+        };
         for line in extra_conf {
             conf.push_str(line);
             conf.push('\n');
@@ -341,8 +410,8 @@ impl PgCluster {
             format!(
                 "local all all trust\n\
                  local replication all trust\n\
-                 host all all 127.0.0.1/32 {auth_method}\n\
-                 host replication all 127.0.0.1/32 {auth_method}\n"
+                 {host} all all 127.0.0.1/32 {auth_method}{options}\n\
+                 {host} replication all 127.0.0.1/32 {auth_method}{options}\n"
             ),
         )
         .expect("write pg_hba.conf");
@@ -427,6 +496,105 @@ impl Drop for PgCluster {
         }
         // `self.dir` removes the directory when it drops (root may remove
         // files owned by postgres; otherwise we own them).
+    }
+}
+
+/// Makes a throwaway CA, a server certificate for `localhost` and a client
+/// certificate for the superuser in `dir`, plus an unrelated CA. The server
+/// key is handed to the `postgres` OS user when the server runs as it:
+/// PostgreSQL refuses a key file it does not own or that others can read.
+fn make_tls_files(dir: &Path, as_postgres: bool) -> TlsFiles {
+    let path = |name: &str| dir.join(name);
+    let files = TlsFiles {
+        ca_cert: path("ca.pem"),
+        other_ca_cert: path("other-ca.pem"),
+        server_cert: path("server.pem"),
+        server_key: path("server.key"),
+        client_cert: path("client.pem"),
+        client_key: path("client.key"),
+    };
+    let ca_key = path("ca.key");
+    // P-256 keys: fast to make, and `openssl req` writes them as PKCS#8.
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for (cert, key, cn) in [
+        (&files.ca_cert, &ca_key, "siphon test CA"),
+        (
+            &files.other_ca_cert,
+            &path("other-ca.key"),
+            "siphon other test CA",
+        ),
+    ] {
+        openssl(
+            Command::new("openssl")
+                .args(["req", "-x509", "-days", "2"])
+                .args(new_key)
+                .arg("-keyout")
+                .arg(key)
+                .arg("-out")
+                .arg(cert)
+                .args(["-subj", &format!("/CN={cn}")])
+                .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+                .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]),
+        );
+    }
+    for (cert, key, cn, usage) in [
+        (
+            &files.server_cert,
+            &files.server_key,
+            "localhost",
+            "serverAuth",
+        ),
+        (
+            &files.client_cert,
+            &files.client_key,
+            SUPERUSER,
+            "clientAuth",
+        ),
+    ] {
+        let mut cmd = Command::new("openssl");
+        cmd.args(["req", "-x509", "-days", "2"])
+            .args(new_key)
+            .arg("-keyout")
+            .arg(key)
+            .arg("-out")
+            .arg(cert)
+            .arg("-CA")
+            .arg(&files.ca_cert)
+            .arg("-CAkey")
+            .arg(&ca_key)
+            .args(["-subj", &format!("/CN={cn}")])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .args(["-addext", &format!("extendedKeyUsage={usage}")]);
+        if usage == "serverAuth" {
+            cmd.args(["-addext", "subjectAltName=DNS:localhost"]);
+        }
+        openssl(&mut cmd);
+    }
+    let mut permissions = fs::metadata(&files.server_key)
+        .expect("stat server key")
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o600);
+    fs::set_permissions(&files.server_key, permissions).expect("chmod 0600 server key");
+    if as_postgres {
+        let (uid, gid) = postgres_os_user();
+        std::os::unix::fs::chown(&files.server_key, Some(uid), Some(gid))
+            .expect("chown server key to the postgres user");
+    }
+    files
+}
+
+fn openssl(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .expect("run openssl (the test bed needs the openssl CLI)");
+    if !out.status.success() {
+        panic!("{cmd:?} failed: {}", describe(&out));
     }
 }
 

@@ -20,6 +20,9 @@ pub struct Spec<'a> {
     pub tables: &'a [&'a str],
     /// Extra lines for the `[kafka]` section.
     pub extra_kafka: &'a str,
+    /// Extra lines for the `[postgres]` section; a `host = ...` line there
+    /// replaces the cluster's `127.0.0.1`.
+    pub extra_postgres: &'a str,
 }
 
 /// Writes a connector file for the test bed into `dir` and returns its path.
@@ -32,7 +35,16 @@ pub fn connector_file(dir: &Path, spec: &Spec<'_>) -> PathBuf {
         registry_url,
         tables,
         extra_kafka,
+        extra_postgres,
     } = spec;
+    let host = if extra_postgres
+        .lines()
+        .any(|l| l.trim_start().starts_with("host "))
+    {
+        String::new()
+    } else {
+        format!("host = {:?}\n", pg.host())
+    };
     let tables = tables
         .iter()
         .map(|t| format!("{t:?}"))
@@ -42,12 +54,12 @@ pub fn connector_file(dir: &Path, spec: &Spec<'_>) -> PathBuf {
         r#"name = "{name}"
 
 [postgres]
-host = "127.0.0.1"
-port = {port}
+{host}port = {port}
 database = "{database}"
 user = "{user}"
 tables = [{tables}]
 status_interval_ms = 500
+{extra_postgres}
 
 [kafka]
 bootstrap_servers = "{bootstrap}"
