@@ -91,7 +91,8 @@ async fn check_reports_each_problem_with_its_fix() {
         "PROBLEM postgres: publication siphon_shop does not exist and role app does not own \"public\".\"orders\", \"public\".\"loose\", \"public\".\"secret\", so it cannot create it",
         "PROBLEM kafka: cannot reach Kafka at 127.0.0.1:",
         "PROBLEM registry: ",
-        "=> 7 problem(s) to fix",
+        "PROBLEM postgres: publication siphon_shop does not exist and role app lacks CREATE on database shop, so it cannot create it: run GRANT CREATE ON DATABASE \"shop\" TO \"app\";",
+        "=> 8 problem(s) to fix",
     ] {
         assert!(report.contains(line), "missing {line:?} in:\n{report}");
     }

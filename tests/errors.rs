@@ -53,7 +53,7 @@ url = "localhost:8081"
             vec![
                 format!("{f}: postgres.tables: \"orders\" is not of the form \"schema.table\""),
                 format!(
-                    "{f}: kafka.batch_linger: unknown key; did you mean \"batch_linger_ms\"? (known keys: bootstrap_servers, topic_prefix, offsets_topic, create_topics, topic_partitions, topic_replication_factor, transaction_timeout_ms, commit_timeout_ms, batch_max_events, batch_max_bytes, batch_linger_ms, tombstones_on_delete, emit_truncate, idle_offset_interval_ms, properties)"
+                    "{f}: kafka.batch_linger: unknown key; did you mean \"batch_linger_ms\"? (known keys: bootstrap_servers, topic_prefix, offsets_topic, create_topics, topic_partitions, topic_replication_factor, transaction_timeout_ms, commit_timeout_ms, batch_max_events, batch_max_bytes, batch_linger_ms, tombstones_on_delete, emit_truncate, idle_offset_interval_ms, properties, properties_env, properties_file)"
                 ),
                 format!(
                     "{f}: registry.url: must start with http:// or https://, got \"localhost:8081\""

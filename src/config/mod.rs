@@ -215,6 +215,10 @@ pub struct KafkaConfig {
     /// librdkafka properties passed through as they are (security settings,
     /// compression, ...). Keys siphon owns for exactly-once are refused.
     pub properties: BTreeMap<String, String>,
+    /// Secret librdkafka properties (`sasl.password`, ...), read from the
+    /// environment variables (`properties_env`) or files (`properties_file`)
+    /// the connector file names.
+    pub secret_properties: BTreeMap<String, Secret>,
 }
 
 #[derive(Clone, Debug)]
@@ -255,6 +259,16 @@ const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
     "transaction.timeout.ms",
     "enable.auto.commit",
     "group.id",
+];
+
+/// librdkafka properties that hold secrets: refused in `properties`, taken
+/// from `properties_env` / `properties_file` instead.
+const SECRET_KAFKA_PROPERTIES: &[&str] = &[
+    "sasl.password",
+    "ssl.key.password",
+    "ssl.keystore.password",
+    "ssl.key.pem",
+    "sasl.oauthbearer.client.secret",
 ];
 
 /// Loads every connector file named by `paths` (files, or directories whose
@@ -455,6 +469,38 @@ fn read_connector(
     let emit_truncate = kafka.optional("emit_truncate").unwrap_or(false);
     let idle_offset_interval_ms = kafka.optional("idle_offset_interval_ms").unwrap_or(10_000);
     let properties: BTreeMap<String, String> = kafka.string_map("properties");
+    let mut secret_properties = BTreeMap::new();
+    for (key, var) in kafka.string_map("properties_env") {
+        match env.get(&var) {
+            Some(v) => {
+                secret_properties.insert(key, Secret::new(v.clone()));
+            }
+            None => kafka.problem_at(
+                &format!("properties_env.{key}"),
+                &format!("environment variable {var} is not set"),
+            ),
+        }
+    }
+    for (key, path) in kafka.string_map("properties_file") {
+        match std::fs::read_to_string(&path) {
+            Ok(v) => {
+                let v = v.trim_end_matches(['\n', '\r']).to_owned();
+                if secret_properties
+                    .insert(key.clone(), Secret::new(v))
+                    .is_some()
+                {
+                    kafka.problem_at(
+                        &format!("properties_file.{key}"),
+                        "is also set in properties_env; set it once",
+                    );
+                }
+            }
+            Err(e) => kafka.problem_at(
+                &format!("properties_file.{key}"),
+                &format!("cannot read {path}: {e}"),
+            ),
+        }
+    }
     kafka.at_least("transaction_timeout_ms", transaction_timeout_ms, 1000);
     kafka.at_least("commit_timeout_ms", commit_timeout_ms, 1000);
     kafka.at_least("batch_max_events", batch_max_events as u64, 1);
@@ -476,6 +522,14 @@ fn read_connector(
         );
     }
     for key in properties.keys() {
+        if SECRET_KAFKA_PROPERTIES.contains(&key.as_str()) {
+            kafka.problem_at(
+                &format!("properties.{key}"),
+                &format!(
+                    "secrets are not read from connector files; name an environment variable in [kafka.properties_env] (\"{key}\" = \"VARIABLE\") or a file in [kafka.properties_file]"
+                ),
+            );
+        }
         if RESERVED_KAFKA_PROPERTIES.contains(&key.as_str()) {
             kafka.problem_at(
                 &format!("properties.{key}"),
@@ -561,6 +615,7 @@ fn read_connector(
             emit_truncate,
             idle_offset_interval_ms,
             properties,
+            secret_properties,
         },
         registry: RegistryConfig {
             url: url?,

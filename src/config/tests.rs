@@ -314,3 +314,45 @@ fn every_example_connector_file_loads() {
     }
     assert!(loaded >= 1, "no connector files in {}", dir.display());
 }
+
+#[test]
+fn kafka_secrets_come_from_env_or_files_and_never_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = write(&dir, "key-pass", "from-a-file\n");
+    let body = GOOD.replace(
+        "[registry]",
+        &format!(
+            "[kafka.properties_env]\n\"sasl.password\" = \"KAFKA_PASS\"\n[kafka.properties_file]\n\"ssl.key.password\" = {:?}\n[registry]",
+            secret_file.display().to_string()
+        ),
+    );
+    let path = write(&dir, "shop.toml", &body);
+    let c = load_file_with_env(
+        &path,
+        env(&[("PG_PASS", "x"), ("KAFKA_PASS", "kafka-secret")]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.kafka.secret_properties["sasl.password"].expose(),
+        "kafka-secret"
+    );
+    assert_eq!(
+        c.kafka.secret_properties["ssl.key.password"].expose(),
+        "from-a-file"
+    );
+    assert!(!format!("{c:?}").contains("kafka-secret"));
+
+    let plain = GOOD.replace(
+        "\"compression.type\" = \"zstd\"",
+        "\"sasl.password\" = \"in-the-file\"",
+    );
+    let path = write(&dir, "plain.toml", &plain);
+    let err = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap_err();
+    assert_eq!(
+        err.problems,
+        vec![format!(
+            "{}: kafka.properties.sasl.password: secrets are not read from connector files; name an environment variable in [kafka.properties_env] (\"sasl.password\" = \"VARIABLE\") or a file in [kafka.properties_file]",
+            path.display()
+        )]
+    );
+}

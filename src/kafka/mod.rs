@@ -127,5 +127,8 @@ pub(crate) fn base_client_config(cfg: &ConnectorConfig, defaults: &[(&str, &str)
     for (k, v) in &cfg.kafka.properties {
         c.set(k, v);
     }
+    for (k, v) in &cfg.kafka.secret_properties {
+        c.set(k, v.expose());
+    }
     c
 }

@@ -58,7 +58,7 @@ pub enum PgError {
     UnknownRelation { oid: u32 },
     #[error(
         "replication slot {slot} does not exist but connector {connector} has a stored offset at {flush_lsn}: the changes since then are gone. \
-         Changes were lost outside siphon; re-snapshot the tables into a new connector (new name), or drop the stored offset to accept the loss"
+         Changes were lost outside siphon: rebuild consumers from the current tables under a new connector name, or, to accept the loss, write a tombstone for this connector's key in the offsets topic"
     )]
     SlotLost {
         connector: String,
@@ -71,7 +71,7 @@ pub enum PgError {
     SlotMissing { slot: String },
     #[error(
         "replication slot {slot} has confirmed {confirmed} but connector {connector} stored only {stored}: \
-         changes in between were consumed outside siphon and are lost. Stop whatever else reads this slot; re-snapshot into a new connector"
+         changes in between were consumed outside siphon and are lost. Stop whatever else reads this slot; rebuild consumers from the current tables under a new connector name, or tombstone this connector's offset to accept the loss"
     )]
     SlotAhead {
         connector: String,
@@ -90,7 +90,7 @@ pub enum PgError {
     },
     #[error(
         "PostgreSQL {what} changed: the stored offset of connector {connector} belongs to {stored}, the server is {found}. \
-         Its positions mean nothing here (restore or failover to an unsynced server); start a new connector with a snapshot"
+         Its positions mean nothing here (restore or failover to an unsynced server): rebuild consumers from this server's tables under a new connector name"
     )]
     SystemChanged {
         connector: String,

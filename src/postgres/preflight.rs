@@ -114,7 +114,7 @@ async fn headroom(
                 out.push(Finding::problem(
                     COMPONENT,
                     format!(
-                        "slot {slot} has lost WAL it needed (wal_status lost): the changes are gone; drop the slot and start a new connector with a snapshot"
+                        "slot {slot} has lost WAL it needed (wal_status lost): the changes are gone; drop the slot and rebuild consumers from the current tables under a new connector name"
                     ),
                 ));
             } else {
@@ -192,11 +192,38 @@ async fn publication(
                 not_owned.push(t);
             }
         }
-        if not_owned.is_empty() {
-            out.push(Finding::ok(
+        // ... and CREATE on the database.
+        let may_create = catalog
+            .client()
+            .query_one(
+                "SELECT has_database_privilege(current_database(), 'CREATE')",
+                &[],
+            )
+            .await
+            .map_err(|source| PgError::Query {
+                what: "database privilege",
+                source,
+            })?
+            .get::<_, bool>(0);
+        if !may_create {
+            out.push(Finding::problem(
                 COMPONENT,
-                format!("publication {name} does not exist yet; siphon will create it"),
+                format!(
+                    "publication {name} does not exist and role {} lacks CREATE on database {}, so it cannot create it: run GRANT CREATE ON DATABASE {} TO {}; or have an owner create the publication and set postgres.create_publication = false",
+                    pg.user,
+                    pg.database,
+                    quote_ident(&pg.database),
+                    quote_ident(&pg.user)
+                ),
             ));
+        }
+        if not_owned.is_empty() {
+            if may_create {
+                out.push(Finding::ok(
+                    COMPONENT,
+                    format!("publication {name} does not exist yet; siphon will create it"),
+                ));
+            }
         } else {
             out.push(Finding::problem(
                 COMPONENT,
