@@ -87,7 +87,10 @@ url = "{registry}"
         Command::new(&siphon_bin)
             .args(["run", "--http-addr", "127.0.0.1:0"])
             .arg(&file)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("SIPHON_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .spawn()
     };

@@ -9,7 +9,7 @@
 //! [`OffsetRecord::covers`]`(p)`. Deduplication after a restart relies on
 //! this alone.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -195,37 +195,66 @@ fn read_blocking(cfg: &ConnectorConfig) -> Result<Option<OffsetRecord>, KafkaErr
     if partitions.is_empty() {
         return Ok(None);
     }
+    // Read up to the end of the log as it is now, including records of other
+    // connectors' transactions that are still open: a read_committed
+    // consumer's end (the last stable offset) can lie before this
+    // connector's newest offset record when another transaction in the
+    // partition began earlier and is still open. So the targets are the
+    // read_uncommitted high watermarks, and the reader waits at the stable
+    // offset until those transactions end (each within its timeout).
+    let uncommitted: BaseConsumer<EofIsNotAnError> = super::base_client_config(cfg, &[])
+        .set("group.id", format!("siphon-offsets-{connector}"))
+        .set("isolation.level", "read_uncommitted")
+        .create_with_context(EofIsNotAnError)
+        .map_err(|source| KafkaError::Client {
+            connector: connector.to_owned(),
+            what: "offset reader",
+            source,
+        })?;
     let mut tpl = TopicPartitionList::new();
-    let mut pending = HashSet::new();
+    let mut targets = HashMap::new();
     for &p in &partitions {
-        let (low, high) = consumer
+        let (low, high) = uncommitted
             .fetch_watermarks(topic, p, timeout)
             .map_err(read_err)?;
         if high > low {
             tpl.add_partition_offset(topic, p, Offset::Beginning)
                 .map_err(read_err)?;
-            pending.insert(p);
+            targets.insert(p, high);
         }
     }
-    if pending.is_empty() {
+    drop(uncommitted);
+    if targets.is_empty() {
         return Ok(None);
     }
     consumer.assign(&tpl).map_err(read_err)?;
-    let deadline = Instant::now() + timeout * 3;
+    // Waiting out other transactions can take up to their timeout.
+    let limit = timeout * 3 + Duration::from_millis(cfg.kafka.transaction_timeout_ms);
+    let deadline = Instant::now() + limit;
     let mut latest = None;
-    while !pending.is_empty() {
+    while !targets.is_empty() {
         if Instant::now() > deadline {
             return Err(KafkaError::ReadOffsetTimeout {
                 connector: connector.to_owned(),
                 topic: topic.to_owned(),
-                timeout_ms: (timeout * 3).as_millis() as u64,
+                timeout_ms: limit.as_millis() as u64,
             });
         }
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(RdKafkaError::PartitionEOF(p))) => {
-                pending.remove(&p);
+        let polled = consumer.poll(Duration::from_millis(100));
+        if matches!(polled, None | Some(Err(RdKafkaError::PartitionEOF(_)))) {
+            // At the end for now: done with every partition whose position
+            // (which moves past control records) reached its target.
+            let positions = consumer.position().map_err(read_err)?;
+            for e in positions.elements() {
+                if let Offset::Offset(o) = e.offset()
+                    && targets.get(&e.partition()).is_some_and(|t| o >= *t)
+                {
+                    targets.remove(&e.partition());
+                }
             }
+        }
+        match polled {
+            None | Some(Err(RdKafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => return Err(read_err(e)),
             Some(Ok(msg)) => {
                 if msg.key() != Some(connector.as_bytes()) {

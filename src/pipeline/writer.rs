@@ -172,6 +172,14 @@ impl Writer {
                 self.pending.commit_lsn = commit_lsn;
                 self.pending.txn_complete = true;
                 self.pending.flush_lsn = self.pending.flush_lsn.max(end_lsn);
+                // A size-triggered commit may have closed the batch just
+                // before this transaction's end: open one anyway, so the
+                // linger timer stores the completed position (and lets
+                // PostgreSQL release its WAL) instead of waiting for the
+                // next change or an idle keepalive.
+                if !self.pending.same_position(&self.durable) {
+                    self.begin_if_needed()?;
+                }
             }
             Item::Idle { wal_end } => {
                 let interval = Duration::from_millis(self.cfg.kafka.idle_offset_interval_ms);
