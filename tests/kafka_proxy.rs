@@ -202,6 +202,10 @@ fn aborted_transaction_before_an_open_one_stays_invisible() {
         send(&late, topic, 0, &v);
     }
     late.flush(TIMEOUT).expect("flush late");
+    assert_eq!(
+        end_offsets(&proxy.bootstrap, topic, "read_uncommitted"),
+        (0, 9)
+    );
     early.abort_transaction(TIMEOUT).expect("abort early");
 
     // Log: c0 c0 COMMIT(2) aborted×3 (3..=5) late×3 (6..=8) ABORT(9).

@@ -21,6 +21,11 @@
 //!   never bypass the proxy;
 //! - Fetch responses to READ_COMMITTED requests: `aborted_transactions` is
 //!   filled in from a per-partition transaction index (below);
+//! - ListOffsets responses for the latest offset: tansu answers 0 to
+//!   read_committed requests while any transaction is open in the partition
+//!   (a reader would take the partition for empty) and the last batch's
+//!   base offset + 1 to read_uncommitted ones; the proxy answers the last
+//!   stable offset and the high watermark that tansu's own Fetch reports;
 //! - the transaction index: per partition, the log read in offset order from
 //!   its start (from forwarded Fetch responses when they continue where the
 //!   index stopped, otherwise with the proxy's own READ_UNCOMMITTED Fetch
@@ -48,7 +53,10 @@
 //!   closing.
 //!
 //! It does not touch Produce requests, SASL or TLS, and advertises one
-//! broker: tansu runs one.
+//! broker: tansu runs one. It keeps tansu's last stable offset, which is
+//! more conservative than Apache Kafka's (it also waits for transactions that
+//! began before the oldest open one, even when they have ended): consumers
+//! may be held back longer while transactions are open, never shown more.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::TcpListener as StdListener;
@@ -281,6 +289,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: StdListener) {
             accepted = listener.accept() => accepted,
         };
         let Ok((client, _)) = accepted else {
+            // Out of descriptors or similar: do not spin.
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         if faults.borrow().down {
