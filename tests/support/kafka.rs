@@ -3,9 +3,10 @@
 //! back.
 //!
 //! tansu does not list aborted transactions in Fetch responses (DESIGN.md,
-//! "Known broker gaps"): records of aborted transactions are visible to the
-//! read_committed consumer here. Tests that rely on isolation of aborted
-//! transactions need the faithful proxy of the faults work.
+//! "Known broker gaps"): records of aborted transactions are visible to a
+//! read_committed consumer that reads from the broker directly. Tests that
+//! rely on isolation of aborted transactions put the faithful proxy
+//! (`kafka_proxy`) between every client and the broker and read through it.
 
 #![allow(dead_code)]
 
@@ -120,15 +121,24 @@ pub struct Record {
 /// `isolation.level=read_committed`, up to the current end. A topic that
 /// does not exist yet reads as empty.
 pub fn read_committed(bootstrap: &str, topic: &str) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    read_committed_with(bootstrap, topic, &[])
+}
+
+/// [`read_committed`] with extra consumer `settings` (e.g. small fetch
+/// sizes, so that one transaction spans several Fetch responses).
+pub fn read_committed_with(bootstrap: &str, topic: &str, settings: &[(&str, &str)]) -> Vec<Record> {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "siphon-tests")
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .expect("test consumer");
+        .set("allow.auto.create.topics", "false");
+    for (k, v) in settings {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer = config.create().expect("test consumer");
     let timeout = Duration::from_secs(10);
     let metadata = match consumer.fetch_metadata(Some(topic), timeout) {
         Ok(m) => m,

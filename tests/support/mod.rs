@@ -6,6 +6,7 @@
 pub mod bed;
 pub mod events;
 pub mod kafka;
+pub mod kafka_proxy;
 pub mod postgres;
 pub mod registry;
 pub mod siphon;
