@@ -2803,6 +2803,91 @@ mod tests {
         assert!(!array(oid::TEXT, -1).encode_unavailable(&mut out));
     }
 
+    /// Splits a Markdown table row into its cells (`\|` is a literal `|`).
+    fn cells(line: &str) -> Vec<String> {
+        let mut cells = vec![String::new()];
+        let mut chars = line.trim().trim_matches('|').chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' if chars.peek() == Some(&'|') => {
+                    cells.last_mut().unwrap().push('|');
+                    chars.next();
+                }
+                '|' => cells.push(String::new()),
+                c => cells.last_mut().unwrap().push(c),
+            }
+        }
+        cells.into_iter().map(|c| c.trim().to_string()).collect()
+    }
+
+    /// The *Avro type* and *Connect name* columns of docs/types.md for a
+    /// schema: `int`, `bytes, decimal(10,2)`, `record Point`, `array<…>`.
+    fn describe(schema: &serde_json::Value) -> (String, String) {
+        use serde_json::Value as J;
+        match schema {
+            J::String(primitive) => (primitive.clone(), String::new()),
+            J::Object(o) => {
+                let ty = o["type"].as_str().expect("type");
+                let connect = o
+                    .get("connect.name")
+                    .or_else(|| o.get("connect.type"))
+                    .and_then(J::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                match ty {
+                    "array" => {
+                        let items = o["items"].as_array().expect("union items");
+                        assert_eq!(items[0], J::String("null".into()), "nullable items");
+                        let (t, c) = describe(&items[1]);
+                        (format!("array<{t}>"), c)
+                    }
+                    "record" => (format!("record {}", o["name"].as_str().unwrap()), connect),
+                    _ if o.get("logicalType") == Some(&J::String("decimal".into())) => (
+                        format!("{ty}, decimal({},{})", o["precision"], o["scale"]),
+                        connect,
+                    ),
+                    _ => (ty.to_string(), connect),
+                }
+            }
+            other => panic!("unexpected schema {other}"),
+        }
+    }
+
+    #[test]
+    fn docs_type_table_matches_the_mapping() {
+        let doc = include_str!("../../docs/types.md");
+        let mut checked = std::collections::BTreeSet::new();
+        for line in doc.lines().filter(|l| l.starts_with('|')) {
+            let c = cells(line);
+            assert_eq!(c.len(), 6, "row with 6 cells: {line}");
+            let (Ok(type_oid), Ok(typmod)) = (c[1].parse::<u32>(), c[2].parse::<i32>()) else {
+                continue;
+            };
+            let ty = ColumnType::from_pg(type_oid, typmod);
+            assert!(!ty.is_fallback(), "{line}");
+            let mut json = String::new();
+            ty.write_schema(&mut json, &mut NamedTypes::default());
+            Schema::parse_str(&json).expect("schema parses");
+            let (avro, connect) = describe(&serde_json::from_str(&json).unwrap());
+            assert_eq!(
+                (c[3].as_str(), c[4].as_str()),
+                (avro.as_str(), connect.as_str()),
+                "docs/types.md row for {} disagrees with the mapping",
+                c[0]
+            );
+            checked.insert(type_oid);
+        }
+        // Every built-in type that has an array type (all user-facing ones)
+        // has a row, and so do a few arrays.
+        for &(array_oid, element_oid) in oid::ARRAYS {
+            assert!(
+                checked.contains(&element_oid),
+                "docs/types.md has no row for built-in type oid {element_oid} (array {array_oid})"
+            );
+        }
+        assert!(checked.len() > oid::ARRAYS.len() + 20);
+    }
+
     /// Tiny deterministic generator: no extra crates, reproducible failures.
     struct XorShift(u64);
 
