@@ -264,7 +264,8 @@ pub enum ValueError {
 pub enum ColumnType {
     /// `bool` → `boolean`.
     Boolean,
-    /// `bit(1)`, `varbit(1)` → `boolean` (text `1`/`0`).
+    /// `bit(1)`, `varbit(1)` → `boolean` (text `1`/`0`; an empty
+    /// `varbit(1)` is false).
     Bit,
     /// `bit(n)`, `varbit(n)` (n > 1) and `varbit` → bytes named
     /// `io.debezium.data.Bits` with parameter `length`: the bit string as
@@ -503,7 +504,8 @@ impl ColumnType {
             },
             ColumnType::Bit => match text {
                 b"1" => out.push(1),
-                b"0" => out.push(0),
+                // `varbit(1)` also holds the empty bit string: no bit set.
+                b"0" | b"" => out.push(0),
                 _ => return Err(ValueError::Malformed("bit")),
             },
             ColumnType::Bits { .. } => write_bits(text, out)?,
@@ -1497,7 +1499,7 @@ fn format_zoned_time(micros_of_day: i64, buf: &mut [u8; 16]) -> usize {
         buf[n] = b'.';
         n += 1;
         let mut digits = 6;
-        while frac % 10 == 0 {
+        while frac.is_multiple_of(10) {
             frac /= 10;
             digits -= 1;
         }
@@ -1628,7 +1630,7 @@ mod tests {
     }
 
     fn ok(ty: &ColumnType, text: &str) -> Value {
-        roundtrip(&ty, text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
+        roundtrip(ty, text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
     }
 
     fn decimal_bytes(v: Value) -> Vec<u8> {
@@ -2290,7 +2292,9 @@ mod tests {
         }
         assert_eq!(ok(&ColumnType::Bit, "1"), Value::Boolean(true));
         assert_eq!(ok(&ColumnType::Bit, "0"), Value::Boolean(false));
+        assert_eq!(ok(&ColumnType::Bit, ""), Value::Boolean(false));
         assert!(roundtrip(&ColumnType::Bit, "t").is_err());
+        assert!(roundtrip(&ColumnType::Bit, "10").is_err());
         assert_eq!(ColumnType::from_pg(oid::BIT, 1), ColumnType::Bit);
         assert_eq!(ColumnType::from_pg(oid::VARBIT, 1), ColumnType::Bit);
         assert_eq!(
