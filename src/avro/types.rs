@@ -720,6 +720,32 @@ impl ColumnType {
                 write_bytes(out, UNAVAILABLE_VALUE_PLACEHOLDER.as_bytes());
                 true
             }
+            // Debezium's array placeholders: the placeholder string as the
+            // one element of string arrays, its characters as the numbers
+            // of `int4[]`, `date[]` and `int8[]`.
+            ColumnType::Array { element, .. } => match **element {
+                ColumnType::String
+                | ColumnType::Json
+                | ColumnType::Uuid
+                | ColumnType::Xml
+                | ColumnType::Enum { .. } => {
+                    write_long(out, 1);
+                    out.push(2);
+                    write_bytes(out, UNAVAILABLE_VALUE_PLACEHOLDER.as_bytes());
+                    write_long(out, 0);
+                    true
+                }
+                ColumnType::Int32 | ColumnType::Int64 | ColumnType::Date => {
+                    write_long(out, UNAVAILABLE_VALUE_PLACEHOLDER.len() as i64);
+                    for c in UNAVAILABLE_VALUE_PLACEHOLDER.bytes() {
+                        out.push(2);
+                        write_long(out, i64::from(c));
+                    }
+                    write_long(out, 0);
+                    true
+                }
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -2804,7 +2830,30 @@ mod tests {
         assert!(ColumnType::Hstore.encode_unavailable(&mut out));
         assert!(ColumnType::ZonedTime.encode_unavailable(&mut out));
         assert!(!ColumnType::MicroDuration.encode_unavailable(&mut out));
-        assert!(!array(oid::TEXT, -1).encode_unavailable(&mut out));
+        assert!(!array(oid::FLOAT8, -1).encode_unavailable(&mut out));
+        let unavailable = |ty: &ColumnType| {
+            let mut schema = String::new();
+            ty.write_schema(&mut schema, &mut NamedTypes::default());
+            let schema = Schema::parse_str(&schema).unwrap();
+            let mut out = Vec::new();
+            assert!(ty.encode_unavailable(&mut out));
+            apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+                .build()
+                .unwrap()
+                .read_value(&mut &out[..])
+                .unwrap()
+        };
+        assert_eq!(
+            items(unavailable(&array(oid::TEXT, -1))),
+            vec![Value::String(UNAVAILABLE_VALUE_PLACEHOLDER.into())]
+        );
+        let ints = items(unavailable(&array(oid::INT4, -1)));
+        assert_eq!(ints.len(), UNAVAILABLE_VALUE_PLACEHOLDER.len());
+        assert_eq!(ints[2], Value::Int(i32::from(b'd')));
+        assert_eq!(
+            items(unavailable(&array(oid::INT8, -1)))[0],
+            Value::Long(i64::from(b'_'))
+        );
     }
 
     /// Splits a Markdown table row into its cells (`\|` is a literal `|`).
