@@ -471,15 +471,26 @@ impl EncodePlan {
         }
         match col.ty.encode_text(text, out) {
             Ok(()) => Ok(()),
-            // Numeric NaN/±Infinity: Debezium writes null, which only a
-            // nullable column can hold.
-            Err(ValueError::NumericSpecial) if col.nullable => {
-                out.truncate(mark);
-                out.push(UNION_NULL);
-                Ok(())
-            }
-            Err(reason) => Err(self.column_error(col, ErrorKind::Invalid(reason))),
+            Err(reason) => self.text_failed(col, reason, mark, out),
         }
+    }
+
+    /// A value that did not convert. Numeric NaN/±Infinity become null,
+    /// as Debezium writes them, where the column can hold null.
+    #[cold]
+    fn text_failed(
+        &self,
+        col: &ColumnPlan,
+        reason: ValueError,
+        mark: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        if reason == ValueError::NumericSpecial && col.nullable {
+            out.truncate(mark);
+            out.push(UNION_NULL);
+            return Ok(());
+        }
+        Err(self.column_error(col, ErrorKind::Invalid(reason)))
     }
 
     fn write_null(&self, col: &ColumnPlan, out: &mut Vec<u8>) -> Result<(), EncodeError> {

@@ -585,7 +585,7 @@ impl ColumnType {
                 if !rest.is_empty() {
                     return Err(ValueError::Malformed("time"));
                 }
-                if *self == ColumnType::TimeMillis {
+                if matches!(self, ColumnType::TimeMillis) {
                     write_long(out, micros / 1000);
                 } else {
                     write_long(out, micros);
@@ -601,7 +601,7 @@ impl ColumnType {
                 write_bytes(out, &buf[..n]);
             }
             ColumnType::TimestampMillis | ColumnType::TimestampMicros => {
-                let millis = *self == ColumnType::TimestampMillis;
+                let millis = matches!(self, ColumnType::TimestampMillis);
                 let v = match text {
                     b"infinity" if millis => TIMESTAMP_MILLIS_POSITIVE_INFINITY,
                     b"-infinity" if millis => TIMESTAMP_MILLIS_NEGATIVE_INFINITY,
