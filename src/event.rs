@@ -6,6 +6,7 @@
 //! encoder turns them into Avro, so a change costs no copies on its way
 //! through the pipeline.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -186,4 +187,46 @@ pub struct RelationVersion {
     /// (`NOT attnotnull`). pgoutput does not send this; siphon reads it from
     /// the catalog when the Relation message arrives.
     pub nullable: Vec<bool>,
+    /// Catalog facts about the column types whose OIDs are not fixed
+    /// (enums, domains, composites, extension types such as `hstore`, and
+    /// arrays of them), keyed by type OID. pgoutput's Relation message
+    /// carries only the OID; the encoder needs to know what it stands for.
+    /// Must hold every such OID a column refers to, and, transitively, the
+    /// element type of an array and the base type of a domain. Built-in
+    /// types need no entry; a missing entry makes the column a text
+    /// fallback.
+    pub custom_types: CustomTypes,
+}
+
+/// [`RelationVersion::custom_types`]: type OID → what the catalog says.
+pub type CustomTypes = BTreeMap<u32, CustomType>;
+
+/// One `pg_type` row, reduced to what decides the Avro mapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomType {
+    /// `pg_type.typname` (extension types like `hstore`, `citext` and
+    /// `ltree` are recognised by it, as Debezium does).
+    pub name: String,
+    pub kind: CustomTypeKind,
+}
+
+/// What kind of type a [`CustomType`] is (`pg_type.typtype`, plus arrays).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CustomTypeKind {
+    /// `typtype = 'e'`: the labels in `enumsortorder` order.
+    Enum { labels: Vec<String> },
+    /// `typtype = 'd'`: the domain's base type (`typbasetype`) and its
+    /// modifier (`typtypmod`, -1 when none).
+    Domain {
+        base_oid: u32,
+        base_type_modifier: i32,
+    },
+    /// An array type (`typelem <> 0 AND typlen = -1`) of `element_oid`.
+    Array { element_oid: u32 },
+    /// `typtype = 'c'`: a composite (row) type.
+    Composite,
+    /// `typtype = 'r'` or `'m'`: a range or multirange type.
+    Range,
+    /// Any other type, typically a base type from an extension.
+    Base,
 }

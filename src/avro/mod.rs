@@ -2,6 +2,7 @@
 //! the PostgreSQL text → Avro type mapping, the direct binary encoder used
 //! on the hot path, and the schema registry client.
 
+pub mod array;
 pub mod encode;
 pub mod registry;
 pub mod schema;

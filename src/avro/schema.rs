@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use crate::error::ErrorClass;
 use crate::event::RelationVersion;
 
-use super::types::ColumnType;
+use super::types::{ColumnType, NamedTypes};
 
 /// Naming inputs that do not come from the relation itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,7 +135,7 @@ pub fn derive_schemas(
         .map(|((c, &nullable), name)| {
             (
                 name.as_ref(),
-                ColumnType::from_pg(c.type_oid, c.type_modifier),
+                ColumnType::resolve(c.type_oid, c.type_modifier, &relation.custom_types),
                 nullable,
                 c.is_key,
             )
@@ -144,10 +144,10 @@ pub fn derive_schemas(
 
     let key = columns.iter().any(|c| c.3).then(|| {
         let mut json = format!(r#"{{"type":"record","name":"Key","namespace":"{ns}","fields":["#);
-        let mut vsd_defined = false;
+        let mut named = NamedTypes::default();
         let mut first = true;
-        for &(name, ty, nullable, _) in columns.iter().filter(|c| c.3) {
-            write_field(&mut json, &mut first, name, ty, nullable, &mut vsd_defined);
+        for (name, ty, nullable, _) in columns.iter().filter(|c| c.3) {
+            write_field(&mut json, &mut first, name, ty, *nullable, &mut named);
         }
         json.push_str(&format!(r#"],"connect.name":"{ns}.Key"}}"#));
         json
@@ -156,10 +156,10 @@ pub fn derive_schemas(
     let mut value = format!(
         r#"{{"type":"record","name":"Envelope","namespace":"{ns}","fields":[{{"name":"before","type":["null",{{"type":"record","name":"Value","fields":["#
     );
-    let mut vsd_defined = false;
+    let mut named = NamedTypes::default();
     let mut first = true;
-    for &(name, ty, nullable, _) in &columns {
-        write_field(&mut value, &mut first, name, ty, nullable, &mut vsd_defined);
+    for (name, ty, nullable, _) in &columns {
+        write_field(&mut value, &mut first, name, ty, *nullable, &mut named);
     }
     value.push_str(&format!(
         r#"],"connect.name":"{ns}.Value"}}],"default":null}},{{"name":"after","type":["null","Value"],"default":null}},"#
@@ -205,9 +205,9 @@ fn write_field(
     out: &mut String,
     first: &mut bool,
     name: &str,
-    ty: ColumnType,
+    ty: &ColumnType,
     nullable: bool,
-    vsd_defined: &mut bool,
+    named: &mut NamedTypes,
 ) {
     if !*first {
         out.push(',');
@@ -218,10 +218,10 @@ fn write_field(
     out.push_str(r#"","type":"#);
     if nullable {
         out.push_str(r#"["null","#);
-        ty.write_schema(out, vsd_defined);
+        ty.write_schema(out, named);
         out.push_str(r#"],"default":null}"#);
     } else {
-        ty.write_schema(out, vsd_defined);
+        ty.write_schema(out, named);
         out.push('}');
     }
 }
@@ -287,6 +287,7 @@ mod tests {
             },
             version: 1,
             nullable: columns.iter().map(|c| c.4).collect(),
+            custom_types: Default::default(),
         }
     }
 

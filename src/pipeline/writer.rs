@@ -327,7 +327,7 @@ impl Writer {
                 .warned_columns
                 .insert((rv.relation.oid, column.to_owned()))
             {
-                warn!(connector = %self.cfg.name, table = %table, column = %column, "column type has no dedicated mapping yet; carrying its text form as an Avro string");
+                warn!(connector = %self.cfg.name, table = %table, column = %column, "column type is unknown to siphon (not built in, not an enum, domain, composite, range, hstore, citext or ltree); carrying its text form as an Avro string");
             }
         }
         info!(connector = %self.cfg.name, table = %table, shape = rv.version, key_schema_id = ?key_id, value_schema_id = value_id, "schema registered");

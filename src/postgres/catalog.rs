@@ -1,6 +1,6 @@
 //! The ordinary (non-replication) connection: preflight checks, the
 //! publication, slot state, and catalog facts pgoutput does not send
-//! (column nullability).
+//! (column nullability, what non-built-in column types are).
 //!
 //! Every check here exists so that a misconfigured database stops the
 //! connector *before* anything is streamed, with a message naming the fix,
@@ -14,8 +14,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 use super::{PgError, tls};
+use crate::avro::types::oid::FIRST_NON_FIXED;
 use crate::config::{ConnectorConfig, PostgresConfig, SslMode, TableName, quote_ident};
-use crate::event::Lsn;
+use crate::event::{CustomType, CustomTypeKind, CustomTypes, Lsn};
 
 /// A connected catalog client. The connection task ends when it is dropped.
 pub struct Catalog {
@@ -350,6 +351,73 @@ impl Catalog {
                     ColumnFacts {
                         nullable: r.get(1),
                         in_primary_key: r.get(2),
+                    },
+                )
+            })
+            .collect())
+    }
+}
+
+impl Catalog {
+    /// What the catalog says about the column types in `type_oids` whose
+    /// OIDs are not fixed (enums, domains, composites, extension types,
+    /// arrays of them), following array elements and domain base types;
+    /// the encoder needs it for [`crate::event::RelationVersion::custom_types`].
+    pub async fn custom_types(&self, type_oids: &[u32]) -> Result<CustomTypes, PgError> {
+        let wanted: Vec<u32> = type_oids
+            .iter()
+            .copied()
+            .filter(|&oid| oid >= FIRST_NON_FIXED)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(CustomTypes::new());
+        }
+        let rows = self
+            .client
+            .query(
+                "WITH RECURSIVE t(oid) AS (
+                     SELECT unnest($1::oid[])
+                   UNION
+                     SELECT n.oid
+                       FROM t JOIN pg_type p ON p.oid = t.oid,
+                            LATERAL (VALUES (CASE WHEN p.typlen = -1 THEN p.typelem END),
+                                            (p.typbasetype)) AS n(oid)
+                      WHERE n.oid IS NOT NULL AND n.oid >= $2
+                 )
+                 SELECT p.oid, p.typname::text, p.typtype::text,
+                        CASE WHEN p.typlen = -1 THEN p.typelem ELSE 0::oid END,
+                        p.typbasetype, p.typtypmod,
+                        ARRAY(SELECT e.enumlabel::text FROM pg_enum e
+                               WHERE e.enumtypid = p.oid ORDER BY e.enumsortorder)
+                   FROM pg_type p JOIN t ON t.oid = p.oid",
+                &[&wanted, &FIRST_NON_FIXED],
+            )
+            .await
+            .map_err(|e| PgError::Query {
+                what: "column types",
+                source: e,
+            })?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let typtype: String = r.get(2);
+                let element_oid: u32 = r.get(3);
+                let kind = match typtype.as_str() {
+                    "e" => CustomTypeKind::Enum { labels: r.get(6) },
+                    "d" => CustomTypeKind::Domain {
+                        base_oid: r.get(4),
+                        base_type_modifier: r.get(5),
+                    },
+                    "c" => CustomTypeKind::Composite,
+                    "r" | "m" => CustomTypeKind::Range,
+                    _ if element_oid != 0 => CustomTypeKind::Array { element_oid },
+                    _ => CustomTypeKind::Base,
+                };
+                (
+                    r.get(0),
+                    CustomType {
+                        name: r.get(1),
+                        kind,
                     },
                 )
             })

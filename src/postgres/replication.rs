@@ -24,7 +24,7 @@
 //!   connection's read buffer, so dropping the future (e.g. in `select!`)
 //!   loses no bytes.
 //! - The session pins `DateStyle`, `TimeZone`, `IntervalStyle`,
-//!   `extra_float_digits` and `bytea_output`, because `pgoutput` sends values
+//!   `extra_float_digits`, `bytea_output` and `lc_monetary`, because `pgoutput` sends values
 //!   in the text output format of the walsender session and the decoder
 //!   parses exactly that format.
 //! - XLogData payloads are handed out as slices of the read buffer, not
@@ -82,13 +82,16 @@ const KEEPALIVE_BYTES: usize = 1 + 8 + 8 + 1;
 
 /// Session settings sent in the startup packet. pgoutput formats column
 /// values with the walsender's settings; these make that text stable.
-const SESSION_SETTINGS: [(&str, &str); 6] = [
+const SESSION_SETTINGS: [(&str, &str); 7] = [
     ("client_encoding", "UTF8"),
     ("DateStyle", "ISO"),
     ("TimeZone", "UTC"),
     ("IntervalStyle", "iso_8601"),
     ("extra_float_digits", "3"),
     ("bytea_output", "hex"),
+    // `money` prints as `$1,234.56` with two fraction digits in the C
+    // locale, whatever the server's default locale is.
+    ("lc_monetary", "C"),
 ];
 
 /// Where and how to open the replication connection.
