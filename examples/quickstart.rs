@@ -190,7 +190,12 @@ fn decimal_scales(schema_json: &str) -> anyhow::Result<BTreeMap<String, u32>> {
     let schema: serde_json::Value = serde_json::from_str(schema_json)?;
     let mut out = BTreeMap::new();
     let fields = schema["fields"].as_array().cloned().unwrap_or_default();
-    for envelope_field in fields.iter().filter(|f| f["name"] == "after") {
+    // The `Value` record is defined where it first appears (`before`);
+    // `after` refers to it by name.
+    for envelope_field in fields
+        .iter()
+        .filter(|f| f["name"] == "before" || f["name"] == "after")
+    {
         for branch in envelope_field["type"].as_array().into_iter().flatten() {
             for column in branch["fields"].as_array().into_iter().flatten() {
                 let types = match &column["type"] {
