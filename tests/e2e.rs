@@ -300,3 +300,54 @@ async fn add_column_registers_a_new_version_and_old_and_new_events_decode() {
     assert_eq!(unscaled(&updated["weight"]), BigInt::from(2250));
     assert_eq!(string(&updated["name"]), "one");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incompatible_change_stops_with_the_fix_and_loses_nothing() {
+    let bed = Bed::start("evo").await;
+    bed.pg.psql(
+        "evo",
+        "CREATE TABLE t (id int PRIMARY KEY, size text NOT NULL)",
+    );
+    let file = bed.connector("evo", "evo", &["public.t"], "");
+    let mut s = bed.siphon(&file);
+    bed.wait_slot_active("evo", "siphon_evo").await;
+    bed.pg.psql("evo", "INSERT INTO t VALUES (1, 'large')");
+    bed.wait_events("evo.public.t", 1, &s).await;
+
+    // A type change the registry's BACKWARD rule refuses (string → int).
+    bed.pg.psql(
+        "evo",
+        "ALTER TABLE t ALTER COLUMN size TYPE int USING length(size);
+         INSERT INTO t VALUES (2, 42);",
+    );
+    let status = s
+        .wait(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("siphon kept running:\n{}", s.log()));
+    assert!(!status.success());
+    let log = s.log();
+    assert!(
+        log.contains("the new schema of table public.t is incompatible with the versions registered under subject evo.public.t-value:")
+            && log.contains("Nothing after this change was written")
+            && log.contains("PUT /config/evo.public.t-value"),
+        "{log}"
+    );
+    assert_eq!(
+        read_committed(&bed.broker.bootstrap, "evo.public.t").len(),
+        1,
+        "nothing after the change may be written"
+    );
+
+    // The operator decides consumers can follow and relaxes the subject.
+    bed.client
+        .set_compatibility("evo.public.t-value", "NONE")
+        .await
+        .expect("set compatibility");
+    let s = bed.siphon(&file);
+    let events = bed.wait_events("evo.public.t", 2, &s).await;
+    let after = events[1].row("after").expect("after");
+    assert_eq!(after["size"], Value::Int(42));
+    assert_eq!(
+        bed.client.versions("evo.public.t-value").await.unwrap(),
+        vec![1, 2]
+    );
+}

@@ -67,6 +67,17 @@ pub enum ConnectorError {
         #[source]
         source: RegistryError,
     },
+    #[error(
+        "the new schema of table {table} is incompatible with the versions registered under subject {subject}: {reason}. \
+         Nothing after this change was written. Fix: make the change compatible for consumers (e.g. add columns as nullable \
+         instead of changing a type), or, if consumers can follow, change the subject's compatibility level in the registry \
+         (PUT /config/{subject}); then restart siphon, which resumes at this change"
+    )]
+    IncompatibleSchema {
+        table: String,
+        subject: String,
+        reason: String,
+    },
     #[error("cannot create the registry client")]
     RegistryClient(#[source] RegistryError),
     #[error("cannot derive the Avro schema of table {table}")]
@@ -98,7 +109,9 @@ impl ConnectorError {
                     ErrorClass::Fatal
                 }
             }
-            ConnectorError::Schema { .. } | ConnectorError::Encode { .. } => ErrorClass::Fatal,
+            ConnectorError::Schema { .. }
+            | ConnectorError::Encode { .. }
+            | ConnectorError::IncompatibleSchema { .. } => ErrorClass::Fatal,
             ConnectorError::WriterGone { .. } => ErrorClass::Transient,
         }
     }

@@ -19,7 +19,7 @@ use crate::telemetry::metrics::metrics;
 
 use super::{ConnectorError, Item};
 use crate::avro::encode::{EncodePlan, EnvelopeContext};
-use crate::avro::registry::RegistryClient;
+use crate::avro::registry::{RegistryClient, RegistryError};
 use crate::avro::schema::SchemaNaming;
 use crate::config::ConnectorConfig;
 use crate::event::{ChangeEvent, Lsn, Op, RelationVersion};
@@ -315,13 +315,29 @@ impl Writer {
             &rv.relation.name,
         );
         self.producer.ensure_topic(&topic, false).await?;
+        let for_table = |e: ConnectorError| match e {
+            ConnectorError::Registry {
+                subject,
+                source: RegistryError::Incompatible { message, .. },
+            } => ConnectorError::IncompatibleSchema {
+                table: table.clone(),
+                subject,
+                reason: message,
+            },
+            other => other,
+        };
         let key_id = match encode.key_schema() {
-            Some(schema) => Some(self.register(&topic::key_subject(&topic), schema).await?),
+            Some(schema) => Some(
+                self.register(&topic::key_subject(&topic), schema)
+                    .await
+                    .map_err(for_table)?,
+            ),
             None => None,
         };
         let value_id = self
             .register(&topic::value_subject(&topic), encode.value_schema())
-            .await?;
+            .await
+            .map_err(for_table)?;
         for column in encode.fallback_columns() {
             if self
                 .warned_columns
