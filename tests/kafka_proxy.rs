@@ -14,10 +14,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use support::kafka::{Broker, Record, read_committed, read_committed_with};
+use support::kafka::{Broker, Record, drain_assigned, read_committed, read_committed_with};
 use support::kafka_proxy::{Aborted, Batch, KafkaProxy, PartitionLog};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -553,28 +552,7 @@ fn read_committed_from(bootstrap: &str, topic: &str, starts: &[(i32, i64)]) -> V
             .expect("partition");
     }
     consumer.assign(&tpl).expect("assign");
-    let mut pending: BTreeSet<i32> = starts.iter().map(|&(p, _)| p).collect();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + TIMEOUT;
-    while !pending.is_empty() {
-        assert!(Instant::now() < deadline, "reading {topic} timed out");
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                pending.remove(&p);
-            }
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            Some(Ok(m)) => out.push(Record {
-                topic: m.topic().to_owned(),
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-            }),
-        }
-    }
-    out.sort_by_key(|r| (r.partition, r.offset));
-    out
+    drain_assigned(&consumer, topic, starts.iter().map(|&(p, _)| p).collect())
 }
 
 fn data(base: i64, last: i64, producer_id: i64) -> Batch {

@@ -162,15 +162,25 @@ pub fn read_committed_with(bootstrap: &str, topic: &str, settings: &[(&str, &str
             pending.insert(p);
         }
     }
-    let mut out = Vec::new();
     if pending.is_empty() {
-        return out;
+        return Vec::new();
     }
     consumer.assign(&tpl).expect("assign");
+    drain_assigned(&consumer, topic, pending)
+}
+
+/// Polls an assigned consumer until every partition in `pending` reported
+/// its end, and returns the records in (partition, offset) order.
+pub fn drain_assigned(
+    consumer: &BaseConsumer,
+    topic: &str,
+    mut pending: HashSet<i32>,
+) -> Vec<Record> {
+    let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !pending.is_empty() {
         assert!(Instant::now() < deadline, "reading {topic} timed out");
-        match consumer.poll(Duration::from_millis(200)) {
+        match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 pending.remove(&p);
