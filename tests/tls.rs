@@ -58,6 +58,8 @@ fn catalog_config(pg: &PgCluster, host: &str, ssl: &SslConfig) -> PostgresConfig
         connect_timeout_ms: 10_000,
         status_interval_ms: 10_000,
         ssl: ssl.clone(),
+        publish_via_partition_root: true,
+        insert_only_tables: Vec::new(),
     }
 }
 

@@ -9,6 +9,7 @@
 //! (`password_file`) and are held in [`Secret`], which never prints.
 
 mod reader;
+mod schemas;
 mod secret;
 
 use std::cell::RefCell;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use reader::Section;
+pub use schemas::{Compatibility, IncompatiblePolicy, SchemasConfig};
 pub use secret::Secret;
 
 /// A connector's name: it derives the Kafka `transactional.id`, the offset
@@ -73,6 +75,8 @@ pub struct ConnectorConfig {
     pub kafka: KafkaConfig,
     pub registry: RegistryConfig,
     pub pipeline: PipelineConfig,
+    /// Registry subjects of the captured tables (`[schemas]`).
+    pub schemas: SchemasConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -98,6 +102,16 @@ pub struct PostgresConfig {
     pub status_interval_ms: u64,
     /// TLS for both connections to PostgreSQL.
     pub ssl: SslConfig,
+    /// Set on the publication siphon creates (and required of an existing
+    /// one): changes of a partitioned table's partitions are published as
+    /// the root table's (one topic, the root's schema). Off: each partition
+    /// is its own table and topic.
+    pub publish_via_partition_root: bool,
+    /// Tables without a usable replica identity (no primary key, or
+    /// REPLICA IDENTITY NOTHING) that the operator declares insert-only:
+    /// captured with a null Kafka key. PostgreSQL refuses their UPDATE and
+    /// DELETE while they are published.
+    pub insert_only_tables: Vec<TableName>,
 }
 
 /// Whether and how the connections to PostgreSQL use TLS; the modes and
@@ -396,6 +410,7 @@ fn read_connector(
     let mut kafka = top.section("kafka");
     let mut registry = top.section("registry");
     let mut pipeline = top.section("pipeline");
+    let schemas_section = top.section("schemas");
     top.finish();
 
     let default_object = name
@@ -420,6 +435,10 @@ fn read_connector(
     let connect_timeout_ms = pg.optional("connect_timeout_ms").unwrap_or(10_000);
     let status_interval_ms = pg.optional("status_interval_ms").unwrap_or(10_000);
     let ssl = read_ssl(&mut pg);
+    let publish_via_partition_root = pg
+        .optional("publish_via_partition_root")
+        .unwrap_or_else(default_publish_via_partition_root);
+    let insert_only_names: Vec<String> = pg.optional("insert_only_tables").unwrap_or_default();
     if !slot.is_empty() && !is_slot_name(&slot) {
         pg.problem_at(
             "slot",
@@ -448,7 +467,22 @@ fn read_connector(
             }
         }
     }
+    let mut insert_only_tables = Vec::new();
+    for t in &insert_only_names {
+        match parse_table(t) {
+            Some(t) if tables.contains(&t) => insert_only_tables.push(t),
+            Some(_) => pg.problem_at(
+                "insert_only_tables",
+                &format!("{t:?} is not one of postgres.tables: add it there or remove it here"),
+            ),
+            None => pg.problem_at(
+                "insert_only_tables",
+                &format!("{t:?} is not of the form \"schema.table\""),
+            ),
+        }
+    }
     pg.finish();
+    let schemas = schemas::read(schemas_section, &tables);
 
     let bootstrap_servers: Option<String> = kafka.required("bootstrap_servers");
     let topic_prefix: Option<String> = kafka.required("topic_prefix");
@@ -598,6 +632,8 @@ fn read_connector(
             connect_timeout_ms,
             status_interval_ms,
             ssl,
+            publish_via_partition_root,
+            insert_only_tables,
         },
         kafka: KafkaConfig {
             bootstrap_servers: bootstrap_servers?,
@@ -628,6 +664,7 @@ fn read_connector(
             channel_capacity_events,
             channel_capacity_bytes,
         },
+        schemas,
     })
 }
 
@@ -635,6 +672,12 @@ fn default_pg_host() -> String {
     // PostgreSQL's own default when no host is given is the local socket;
     // siphon connects over TCP, so loopback is the closest equivalent.
     "127.0.0.1".to_owned()
+}
+
+fn default_publish_via_partition_root() -> bool {
+    // A partitioned table is one table to its users: one topic, one schema,
+    // rows moving between partitions stay one key's history.
+    true
 }
 
 fn default_ssl_mode() -> SslMode {
