@@ -413,6 +413,22 @@ impl RegistryClient {
         self.call(&target, request).await
     }
 
+    /// Returns the schema text of the latest version of `subject`
+    /// (`GET /subjects/{subject}/versions/latest`), `None` when the subject
+    /// does not exist (error code 40401).
+    pub async fn latest_schema(&self, subject: &str) -> Result<Option<String>, RegistryError> {
+        let target = Target::Subject(subject.to_owned());
+        let request = self.request(Method::GET, &["subjects", subject, "versions", "latest"]);
+        match self.call::<SchemaResponse>(&target, request).await {
+            Ok(SchemaResponse { schema }) => Ok(Some(schema)),
+            Err(RegistryError::NotFound {
+                error_code: Some(40401),
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Returns the compatibility level in force for `subject`: its own, or the
     /// global one when it has none (`GET /config/{subject}?defaultToGlobal=true`).
     pub async fn compatibility(&self, subject: &str) -> Result<String, RegistryError> {

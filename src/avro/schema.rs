@@ -80,7 +80,9 @@ pub struct RelationSchemas {
 }
 
 /// Makes `raw` a valid Avro name: characters outside `[A-Za-z0-9_]` become
-/// `_`, a leading digit (or an empty name) gets a `_` in front.
+/// `_`, a leading digit (or an empty name) gets a `_` in front. This is
+/// Debezium's field-name rule (`field.name.adjustment.mode=avro`,
+/// `FieldNameSelector`), character for UTF-16 unit.
 pub fn avro_name(raw: &str) -> Cow<'_, str> {
     let valid = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let valid_start = raw.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
@@ -91,7 +93,15 @@ pub fn avro_name(raw: &str) -> Cow<'_, str> {
     if raw.is_empty() || raw.starts_with(|c: char| c.is_ascii_digit()) {
         name.push('_');
     }
-    name.extend(raw.chars().map(|c| if valid(c) { c } else { '_' }));
+    for c in raw.chars() {
+        if valid(c) {
+            name.push(c);
+        } else {
+            // Debezium walks Java chars (UTF-16 units): a character outside
+            // the BMP becomes two underscores there, so here too.
+            name.extend(std::iter::repeat_n('_', c.len_utf16()));
+        }
+    }
     Cow::Owned(name)
 }
 
@@ -186,19 +196,112 @@ fn field_names<'a>(
 ) -> Result<Vec<Cow<'a, str>>, SchemaError> {
     let columns = &relation.relation.columns;
     let names: Vec<Cow<'a, str>> = columns.iter().map(|c| avro_name(&c.name)).collect();
-    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(names.len());
-    for (i, name) in names.iter().enumerate() {
-        if let Some(&j) = seen.get(name.as_ref()) {
-            return Err(SchemaError::FieldNameCollision {
-                table: table.to_owned(),
-                first: columns[j].name.clone(),
-                second: columns[i].name.clone(),
-                field: name.to_string(),
-            });
-        }
-        seen.insert(name.as_ref(), i);
+    match first_collision(columns.iter().map(|c| c.name.as_str())) {
+        Some((first, second, field)) => Err(SchemaError::FieldNameCollision {
+            table: table.to_owned(),
+            first: first.to_owned(),
+            second: second.to_owned(),
+            field,
+        }),
+        None => Ok(names),
     }
-    Ok(names)
+}
+
+/// The first two of `columns` that share an Avro field name once
+/// sanitized, with that name: `(first, second, field)`. Preflight uses it
+/// to refuse such a table before anything streams.
+pub fn first_collision<'a>(
+    columns: impl IntoIterator<Item = &'a str>,
+) -> Option<(&'a str, &'a str, String)> {
+    let mut seen: HashMap<Cow<'a, str>, &'a str> = HashMap::new();
+    for column in columns {
+        let name = avro_name(column);
+        if let Some(first) = seen.get(&name) {
+            return Some((first, column, name.into_owned()));
+        }
+        seen.insert(name, column);
+    }
+    None
+}
+
+/// What changed, column by column, between two key or two value schemas
+/// this module derived (`old` typically the subject's latest version): one
+/// line per added, dropped or retyped column, for messages about a change
+/// the registry refused. Empty when either text is not such a schema.
+pub fn column_changes(old: &str, new: &str) -> Vec<String> {
+    let (Some(old), Some(new)) = (column_fields(old), column_fields(new)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, new_type) in &new {
+        match old.iter().find(|(n, _)| n == name) {
+            None if is_nullable(new_type) => out.push(format!("column {name} added")),
+            None => out.push(format!(
+                "column {name} added as {} without a default (NOT NULL)",
+                type_label(new_type)
+            )),
+            Some((_, old_type)) if old_type != new_type => out.push(format!(
+                "column {name} changed from {} to {}",
+                type_label(old_type),
+                type_label(new_type)
+            )),
+            Some(_) => {}
+        }
+    }
+    for (name, old_type) in &old {
+        if !new.iter().any(|(n, _)| n == name) {
+            out.push(format!("column {name} ({}) dropped", type_label(old_type)));
+        }
+    }
+    out
+}
+
+/// `(field name, type)` of the column record: the `Value` record of an
+/// `Envelope`, or the fields of a `Key`.
+fn column_fields(schema: &str) -> Option<Vec<(String, serde_json::Value)>> {
+    let json: serde_json::Value = serde_json::from_str(schema).ok()?;
+    let record = if json.get("name")?.as_str()? == "Envelope" {
+        let before = json.get("fields")?.as_array()?.first()?;
+        before.get("type")?.as_array()?.get(1)?.clone()
+    } else {
+        json
+    };
+    let fields = record.get("fields")?.as_array()?;
+    fields
+        .iter()
+        .map(|f| Some((f.get("name")?.as_str()?.to_owned(), f.get("type")?.clone())))
+        .collect()
+}
+
+fn is_nullable(ty: &serde_json::Value) -> bool {
+    ty.as_array()
+        .is_some_and(|branches| branches.iter().any(|b| b == "null"))
+}
+
+/// A short name of an Avro type for messages: `nullable long`,
+/// `io.debezium.time.MicroTimestamp`, `string`.
+fn type_label(ty: &serde_json::Value) -> String {
+    match ty {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(branches) => {
+            let inner: Vec<String> = branches
+                .iter()
+                .filter(|b| *b != "null")
+                .map(type_label)
+                .collect();
+            if branches.iter().any(|b| b == "null") {
+                format!("nullable {}", inner.join("|"))
+            } else {
+                inner.join("|")
+            }
+        }
+        serde_json::Value::Object(o) => ["connect.name", "logicalType", "connect.type", "type"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(|v| v.as_str()))
+            .unwrap_or("record")
+            .to_owned(),
+        other => other.to_string(),
+    }
 }
 
 fn write_field(
@@ -436,6 +539,14 @@ mod tests {
         assert_eq!(avro_name(""), "_");
         assert_eq!(avro_name("ünï"), "_n_");
         assert_eq!(avro_name("$x"), "_x");
+        assert_eq!(avro_name("a b.c"), "a_b_c");
+        assert_eq!(avro_name("9"), "_9");
+        assert_eq!(avro_name("x🦀"), "x__");
+        assert_eq!(
+            first_collision(["id", "a b", "c", "a-b"]),
+            Some(("a b", "a-b", "a_b".to_owned()))
+        );
+        assert_eq!(first_collision(["id", "1", "_1x"]), None);
 
         let mut rel = relation(&[
             ("my-col", oid::INT4, -1, true, false),
@@ -510,5 +621,39 @@ mod tests {
         let schemas = derive_schemas(&rel, &naming()).unwrap();
         assert_eq!(schemas.key, None);
         Schema::parse_str(&schemas.value).unwrap();
+    }
+
+    #[test]
+    fn column_changes_name_each_column() {
+        let old = relation(&[
+            ("id", oid::INT4, -1, true, false),
+            ("size", oid::TEXT, -1, false, true),
+            ("gone", oid::TEXT, -1, false, false),
+            ("same", oid::INT8, -1, false, true),
+        ]);
+        let new = relation(&[
+            ("id", oid::INT8, -1, true, false),
+            ("size", oid::INT4, -1, false, true),
+            ("same", oid::INT8, -1, false, true),
+            ("extra", oid::TEXT, -1, false, true),
+            ("strict", oid::TEXT, -1, false, false),
+        ]);
+        let old = derive_schemas(&old, &naming()).unwrap();
+        let new = derive_schemas(&new, &naming()).unwrap();
+        assert_eq!(
+            column_changes(&old.value, &new.value),
+            [
+                "column id changed from int to long",
+                "column size changed from nullable string to nullable int",
+                "column extra added",
+                "column strict added as string without a default (NOT NULL)",
+                "column gone (string) dropped",
+            ]
+        );
+        assert_eq!(
+            column_changes(old.key.as_deref().unwrap(), new.key.as_deref().unwrap()),
+            ["column id changed from int to long"]
+        );
+        assert!(column_changes("not json", &new.value).is_empty());
     }
 }

@@ -20,8 +20,8 @@ use crate::telemetry::metrics::metrics;
 use super::{ConnectorError, Item};
 use crate::avro::encode::{EncodePlan, EnvelopeContext};
 use crate::avro::registry::{RegistryClient, RegistryError};
-use crate::avro::schema::SchemaNaming;
-use crate::config::ConnectorConfig;
+use crate::avro::schema::{self, SchemaNaming};
+use crate::config::{ConnectorConfig, IncompatiblePolicy};
 use crate::event::{ChangeEvent, Lsn, Op, RelationVersion};
 use crate::kafka::offsets::{OFFSET_SCHEMA, OffsetRecord};
 use crate::kafka::producer::TxProducer;
@@ -51,6 +51,9 @@ pub(super) struct Writer {
     naming: SchemaNaming,
     plans: HashMap<(u32, u64), Arc<Plan>>,
     warned_columns: HashSet<(u32, String)>,
+    /// Subjects known to exist (or created with the configured
+    /// compatibility level) since this writer started.
+    known_subjects: HashSet<String>,
     /// The last offset committed to Kafka.
     durable: OffsetRecord,
     /// The offset the open (or next) transaction will commit.
@@ -88,6 +91,7 @@ impl Writer {
             naming,
             plans: HashMap::new(),
             warned_columns: HashSet::new(),
+            known_subjects: HashSet::new(),
             durable: initial.clone(),
             pending: initial,
             batch: None,
@@ -315,29 +319,21 @@ impl Writer {
             &rv.relation.name,
         );
         self.producer.ensure_topic(&topic, false).await?;
-        let for_table = |e: ConnectorError| match e {
-            ConnectorError::Registry {
-                subject,
-                source: RegistryError::Incompatible { message, .. },
-            } => ConnectorError::IncompatibleSchema {
-                table: table.clone(),
-                subject,
-                reason: message,
-            },
-            other => other,
-        };
         let key_id = match encode.key_schema() {
             Some(schema) => Some(
-                self.register(&topic::key_subject(&topic), schema)
-                    .await
-                    .map_err(for_table)?,
+                self.register_table_subject(rv, &table, &topic::key_subject(&topic), schema)
+                    .await?,
             ),
             None => None,
         };
         let value_id = self
-            .register(&topic::value_subject(&topic), encode.value_schema())
-            .await
-            .map_err(for_table)?;
+            .register_table_subject(
+                rv,
+                &table,
+                &topic::value_subject(&topic),
+                encode.value_schema(),
+            )
+            .await?;
         for column in encode.fallback_columns() {
             if self
                 .warned_columns
@@ -356,6 +352,93 @@ impl Writer {
         });
         self.plans.insert(id, Arc::clone(&plan));
         Ok(plan)
+    }
+
+    /// Registers a table's key or value schema. A subject siphon creates
+    /// gets the configured compatibility level first; an existing one keeps
+    /// its level. A version the registry refuses as incompatible follows
+    /// `schemas.on_incompatible`.
+    async fn register_table_subject(
+        &mut self,
+        rv: &RelationVersion,
+        table: &str,
+        subject: &str,
+        schema: &str,
+    ) -> Result<u32, ConnectorError> {
+        let registry_err = |source| ConnectorError::Registry {
+            subject: subject.to_owned(),
+            source,
+        };
+        if !self.known_subjects.contains(subject) {
+            match self.registry.versions(subject).await {
+                Ok(_) => {}
+                Err(RegistryError::NotFound {
+                    error_code: Some(40401),
+                    ..
+                }) => {
+                    let level = self
+                        .cfg
+                        .schemas
+                        .compatibility_of(&rv.relation.schema, &rv.relation.name);
+                    self.registry
+                        .set_compatibility(subject, level.as_str())
+                        .await
+                        .map_err(registry_err)?;
+                    info!(connector = %self.cfg.name, subject, compatibility = %level, "new subject: compatibility level set");
+                }
+                Err(e) => return Err(registry_err(e)),
+            }
+            self.known_subjects.insert(subject.to_owned());
+        }
+        let message = match self.register(subject, schema).await {
+            Err(ConnectorError::Registry {
+                source: RegistryError::Incompatible { message, .. },
+                ..
+            }) => message,
+            other => return other,
+        };
+        // Name the columns: diff against the subject's latest version.
+        let latest = self
+            .registry
+            .latest_schema(subject)
+            .await
+            .map_err(registry_err)?;
+        let changes = latest
+            .map(|old| schema::column_changes(&old, schema))
+            .unwrap_or_default();
+        let columns = if changes.is_empty() {
+            String::new()
+        } else {
+            format!("{}; ", changes.join(", "))
+        };
+        match self.cfg.schemas.on_incompatible {
+            IncompatiblePolicy::Stop => Err(ConnectorError::IncompatibleSchema {
+                table: table.to_owned(),
+                subject: subject.to_owned(),
+                reason: format!("{columns}registry: {message}"),
+            }),
+            IncompatiblePolicy::Register => {
+                let level = self
+                    .registry
+                    .compatibility(subject)
+                    .await
+                    .map_err(registry_err)?;
+                self.registry
+                    .set_compatibility(subject, "NONE")
+                    .await
+                    .map_err(registry_err)?;
+                let registered = self.register(subject, schema).await;
+                // Put the level back whatever happened, so the exception
+                // covers this one version only.
+                self.registry
+                    .set_compatibility(subject, &level)
+                    .await
+                    .map_err(registry_err)?;
+                let id = registered?;
+                warn!(connector = %self.cfg.name, table, subject, schema_id = id, changes = %columns.trim_end_matches("; "), compatibility = %level, "incompatible schema registered anyway (schemas.on_incompatible = \"register\"): consumers must decode by schema id; readers with a fixed reader schema need updating");
+                Ok(id)
+            }
+        }
     }
 
     async fn register(&self, subject: &str, schema: &str) -> Result<u32, ConnectorError> {
