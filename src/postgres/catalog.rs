@@ -129,68 +129,191 @@ impl Catalog {
             ));
         }
         for table in &cfg.postgres.tables {
-            if let Some(p) = self.check_table(table, &cfg.postgres.user).await? {
-                problems.push(p);
-            }
+            let insert_only = cfg.postgres.insert_only_tables.contains(table);
+            problems.extend(
+                self.check_table(table, &cfg.postgres.user, insert_only)
+                    .await?,
+            );
+        }
+        problems.extend(naming_problems(cfg));
+        if let Some(p) = self.partition_root_problem(cfg).await? {
+            problems.push(p);
         }
         Ok(problems)
     }
 
-    async fn check_table(&self, table: &TableName, user: &str) -> Result<Option<String>, PgError> {
+    /// The problems of one captured table: it exists and is a table, its
+    /// replica identity lets PostgreSQL publish its updates and deletes
+    /// (for a partitioned table: each partition's), the role may read it,
+    /// and its column names stay distinct as Avro field names.
+    async fn check_table(
+        &self,
+        table: &TableName,
+        user: &str,
+        insert_only: bool,
+    ) -> Result<Vec<String>, PgError> {
+        let q = |e| PgError::Query {
+            what: "table checks",
+            source: e,
+        };
         let row = self
             .client
             .query_opt(
-                "SELECT c.relreplident::text,
-                        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
-                        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident),
-                        has_table_privilege(c.oid, 'SELECT'),
-                        c.relkind::text
+                "SELECT c.oid, c.relkind::text, has_table_privilege(c.oid, 'SELECT')
                    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                   WHERE n.nspname = $1 AND c.relname = $2",
                 &[&table.schema, &table.table],
             )
             .await
-            .map_err(|e| PgError::Query {
-                what: "table checks",
-                source: e,
-            })?;
+            .map_err(q)?;
         let Some(row) = row else {
-            return Ok(Some(format!(
+            return Ok(vec![format!(
                 "table {table} does not exist: create it or remove it from postgres.tables"
-            )));
+            )]);
         };
-        let identity: String = row.get(0);
-        let has_pk: bool = row.get(1);
-        let has_identity_index: bool = row.get(2);
-        let can_select: bool = row.get(3);
-        let kind: String = row.get(4);
+        let oid: u32 = row.get(0);
+        let kind: String = row.get(1);
+        let can_select: bool = row.get(2);
         if kind != "r" && kind != "p" {
-            return Ok(Some(format!(
+            return Ok(vec![format!(
                 "{table} is not a table (relkind {kind:?}): only tables can be published"
-            )));
+            )]);
         }
-        let fix = format!(
-            "add a primary key, or run ALTER TABLE {} REPLICA IDENTITY FULL;",
-            table.quoted()
-        );
-        let problem = match identity.as_str() {
-            "d" if !has_pk => Some(format!(
-                "table {table} has no primary key and REPLICA IDENTITY DEFAULT, so its updates and deletes cannot be captured: {fix}"
-            )),
-            "n" => Some(format!(
-                "table {table} has REPLICA IDENTITY NOTHING, so its updates and deletes cannot be captured: {fix}"
-            )),
-            "i" if !has_identity_index => Some(format!(
-                "table {table} has REPLICA IDENTITY USING INDEX but the index is gone: {fix}"
-            )),
-            _ if !can_select => Some(format!(
+        let mut problems = Vec::new();
+        if !can_select {
+            problems.push(format!(
                 "role {user} may not read table {table}: run GRANT SELECT ON {} TO {};",
                 table.quoted(),
                 quote_ident(user)
-            )),
-            _ => None,
+            ));
+        }
+        // The table itself, or every leaf partition of a partitioned table
+        // (PostgreSQL checks the identity of the partition a row is in).
+        let leaves = self
+            .client
+            .query(
+                "SELECT n.nspname::text, c.relname::text, c.relreplident::text,
+                        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+                        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)
+                   FROM pg_partition_tree($1::oid::regclass) t
+                   JOIN pg_class c ON c.oid = t.relid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE t.isleaf
+                  ORDER BY 1, 2",
+                &[&oid],
+            )
+            .await
+            .map_err(q)?;
+        for leaf in leaves {
+            let name = TableName {
+                schema: leaf.get(0),
+                table: leaf.get(1),
+            };
+            let identity: String = leaf.get(2);
+            let has_pk: bool = leaf.get(3);
+            let has_identity_index: bool = leaf.get(4);
+            let what = if &name == table {
+                format!("table {table}")
+            } else {
+                format!("partition {name} of {table}")
+            };
+            let fix = format!(
+                "add a primary key, or run ALTER TABLE {} REPLICA IDENTITY FULL; (or USING INDEX on a unique index of NOT NULL columns)",
+                name.quoted()
+            );
+            let keyless = |why: &str| {
+                format!(
+                    "{what} has {why}, so once it is published PostgreSQL refuses its UPDATE and DELETE (\"cannot update table ... because it does not have a replica identity and publishes updates\"): {fix}; if the table is insert-only, list {table} in postgres.insert_only_tables to capture its inserts with a null Kafka key"
+                )
+            };
+            match identity.as_str() {
+                "d" if !has_pk && !insert_only => {
+                    problems.push(keyless("no primary key and REPLICA IDENTITY DEFAULT"))
+                }
+                "n" if !insert_only => problems.push(keyless("REPLICA IDENTITY NOTHING")),
+                "i" if !has_identity_index => problems.push(format!(
+                    "{what} has REPLICA IDENTITY USING INDEX but the index is gone: {fix}"
+                )),
+                _ => {}
+            }
+        }
+        let columns = self
+            .client
+            .query(
+                "SELECT attname::text FROM pg_attribute
+                  WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                &[&oid],
+            )
+            .await
+            .map_err(q)?;
+        let columns: Vec<String> = columns.iter().map(|r| r.get(0)).collect();
+        if let Some((first, second, field)) =
+            crate::avro::schema::first_collision(columns.iter().map(String::as_str))
+        {
+            problems.push(format!(
+                "columns {first:?} and {second:?} of table {table} both become Avro field name {field:?} (characters Avro forbids are replaced by '_'): rename one of them, e.g. ALTER TABLE {} RENAME COLUMN {} TO ...;",
+                table.quoted(),
+                quote_ident(second)
+            ));
+        }
+        Ok(problems)
+    }
+
+    /// When a captured table is partitioned or a partition, an existing
+    /// publication must publish via the root exactly as configured (that
+    /// decides the topics the partitions' changes go to).
+    async fn partition_root_problem(
+        &self,
+        cfg: &ConnectorConfig,
+    ) -> Result<Option<String>, PgError> {
+        let pg = &cfg.postgres;
+        let q = |e| PgError::Query {
+            what: "publication",
+            source: e,
         };
-        Ok(problem)
+        let Some(row) = self
+            .client
+            .query_opt(
+                "SELECT pubviaroot FROM pg_publication WHERE pubname = $1",
+                &[&pg.publication],
+            )
+            .await
+            .map_err(q)?
+        else {
+            return Ok(None);
+        };
+        let via_root: bool = row.get(0);
+        if via_root == pg.publish_via_partition_root {
+            return Ok(None);
+        }
+        let mut partitioned = Vec::new();
+        for t in &pg.tables {
+            let involved = self
+                .client
+                .query_opt(
+                    "SELECT c.relkind = 'p' OR c.relispartition
+                       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE n.nspname = $1 AND c.relname = $2",
+                    &[&t.schema, &t.table],
+                )
+                .await
+                .map_err(q)?
+                .is_some_and(|r| r.get::<_, bool>(0));
+            if involved {
+                partitioned.push(t.to_string());
+            }
+        }
+        if partitioned.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "publication {} has publish_via_partition_root = {via_root} but postgres.publish_via_partition_root is {} and {} involve partitions: run ALTER PUBLICATION {} SET (publish_via_partition_root = {}); or set postgres.publish_via_partition_root = {via_root}",
+            pg.publication,
+            pg.publish_via_partition_root,
+            partitioned.join(", "),
+            quote_ident(&pg.publication),
+            pg.publish_via_partition_root,
+        )))
     }
 
     /// Creates the publication for the configured tables when it does not
@@ -220,8 +343,9 @@ impl Catalog {
                 });
             }
             let sql = format!(
-                "CREATE PUBLICATION {} FOR TABLE {tables}",
-                quote_ident(&pg.publication)
+                "CREATE PUBLICATION {} FOR TABLE {tables} WITH (publish_via_partition_root = {})",
+                quote_ident(&pg.publication),
+                pg.publish_via_partition_root
             );
             return match self.client.batch_execute(&sql).await {
                 Ok(()) => {
@@ -275,28 +399,29 @@ impl Catalog {
         if !exists {
             return Ok(None);
         }
-        let rows = self
-            .client
-            .query(
-                "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
-                &[&pg.publication],
-            )
-            .await
-            .map_err(q)?;
-        let published: Vec<TableName> = rows
-            .iter()
-            .map(|r| TableName {
-                schema: r.get(0),
-                table: r.get(1),
-            })
-            .collect();
-        Ok(Some(
-            pg.tables
-                .iter()
-                .filter(|t| !published.contains(t))
-                .cloned()
-                .collect(),
-        ))
+        // A partitioned table counts as published when it or any of its
+        // partitions is listed: without publish_via_partition_root,
+        // pg_publication_tables lists the partitions instead of the root.
+        let mut missing = Vec::new();
+        for t in &pg.tables {
+            let published: bool = self
+                .client
+                .query_one(
+                    "SELECT EXISTS (
+                         SELECT 1 FROM pg_publication_tables pt
+                           JOIN pg_partition_tree(to_regclass($2)) tree
+                             ON tree.relid = format('%I.%I', pt.schemaname, pt.tablename)::regclass
+                          WHERE pt.pubname = $1)",
+                    &[&pg.publication, &t.quoted()],
+                )
+                .await
+                .map_err(q)?
+                .get(0);
+            if !published {
+                missing.push(t.clone());
+            }
+        }
+        Ok(Some(missing))
     }
 
     pub async fn slot_state(&self, slot: &str) -> Result<Option<SlotState>, PgError> {
@@ -423,6 +548,40 @@ impl Catalog {
             })
             .collect())
     }
+}
+
+/// Names that stop being distinct once sanitized: two captured tables with
+/// one Kafka topic, or with one Avro namespace (Kafka and Avro forbid
+/// characters PostgreSQL allows; see `kafka::topic` and `avro::schema`),
+/// and topics longer than Kafka allows.
+pub fn naming_problems(cfg: &ConnectorConfig) -> Vec<String> {
+    use crate::avro::schema::avro_name;
+    use crate::kafka::topic::{MAX_TOPIC_LEN, table_topic};
+    let mut problems = Vec::new();
+    let mut topics: HashMap<String, &TableName> = HashMap::new();
+    let mut namespaces: HashMap<String, &TableName> = HashMap::new();
+    for t in &cfg.postgres.tables {
+        let topic = table_topic(&cfg.kafka.topic_prefix, &t.schema, &t.table);
+        if topic.len() > MAX_TOPIC_LEN {
+            problems.push(format!(
+                "table {t} would go to topic {topic:?}, longer than Kafka's {MAX_TOPIC_LEN} characters: shorten kafka.topic_prefix or the table name"
+            ));
+        }
+        if let Some(other) = topics.insert(topic.clone(), t) {
+            problems.push(format!(
+                "tables {other} and {t} would both go to topic {topic:?} (characters Kafka forbids become '_'): rename one of them or capture it with another connector"
+            ));
+            continue;
+        }
+        let namespace = format!("{}.{}", avro_name(&t.schema), avro_name(&t.table));
+        if let Some(other) = namespaces.insert(namespace.clone(), t) {
+            problems.push(format!(
+                "tables {other} and {t} would both get Avro namespace {}.{namespace} (characters Avro forbids become '_'): rename one of them or capture it with another connector",
+                cfg.kafka.topic_prefix
+            ));
+        }
+    }
+    problems
 }
 
 /// The problem, with its fix, of a publication that misses tables.
