@@ -86,7 +86,8 @@ async fn check_reports_each_problem_with_its_fix() {
     for line in [
         "PROBLEM postgres: wal_level is \"replica\", logical replication needs \"logical\": run ALTER SYSTEM SET wal_level = logical; and restart PostgreSQL",
         "PROBLEM postgres: role app may not stream changes: run ALTER ROLE \"app\" WITH REPLICATION;",
-        "PROBLEM postgres: table public.loose has no primary key and REPLICA IDENTITY DEFAULT, so its updates and deletes cannot be captured: add a primary key, or run ALTER TABLE \"public\".\"loose\" REPLICA IDENTITY FULL;",
+        "PROBLEM postgres: table public.loose has no primary key and REPLICA IDENTITY DEFAULT, so once it is published PostgreSQL refuses its UPDATE and DELETE",
+        "add a primary key, or run ALTER TABLE \"public\".\"loose\" REPLICA IDENTITY FULL;",
         "PROBLEM postgres: role app may not read table public.secret: run GRANT SELECT ON \"public\".\"secret\" TO \"app\";",
         "PROBLEM postgres: publication siphon_shop does not exist and role app does not own \"public\".\"orders\", \"public\".\"loose\", \"public\".\"secret\", so it cannot create it",
         "PROBLEM kafka: cannot reach Kafka at 127.0.0.1:",

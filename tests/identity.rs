@@ -84,3 +84,72 @@ async fn key_and_before_image_follow_each_replica_identity() {
     assert_eq!(field(delete_key, "code"), Some(&Value::String("x".into())));
     assert_eq!(col(&i[2], "before", "code"), Value::String("x".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_without_a_key_are_refused_unless_declared_insert_only() {
+    let bed = Bed::start("nokey").await;
+    bed.pg.psql(
+        "nokey",
+        "CREATE TABLE n (id int, v text);
+         ALTER TABLE n REPLICA IDENTITY NOTHING;
+         CREATE TABLE k (v text);",
+    );
+    // Not declared: siphon refuses to start (publishing them would make
+    // PostgreSQL refuse the application's UPDATE and DELETE), naming the fix.
+    let file = bed.connector("nokey", "nokey", &["public.n", "public.k"], "");
+    let log = bed.run_until_fatal(&file, &[]);
+    for expected in [
+        "table public.n has REPLICA IDENTITY NOTHING, so once it is published PostgreSQL refuses its UPDATE and DELETE",
+        "table public.k has no primary key and REPLICA IDENTITY DEFAULT, so once it is published",
+        "add a primary key, or run ALTER TABLE \"public\".\"k\" REPLICA IDENTITY FULL;",
+        "if the table is insert-only, list public.n in postgres.insert_only_tables",
+    ] {
+        assert!(log.contains(expected), "missing {expected:?} in:\n{log}");
+    }
+    assert_eq!(
+        bed.pg.psql(
+            "nokey",
+            "SELECT count(*) FROM pg_publication WHERE pubname = 'siphon_nokey'"
+        ),
+        "0",
+        "nothing was created"
+    );
+
+    // Declared insert-only: inserts arrive with a null Kafka key.
+    let file = bed.connector_with(
+        "nokey",
+        "nokey",
+        &["public.n", "public.k"],
+        "",
+        "insert_only_tables = [\"public.n\", \"public.k\"]",
+    );
+    let s = bed.siphon(&file);
+    bed.wait_slot_active("nokey", "siphon_nokey").await;
+    bed.pg.psql(
+        "nokey",
+        "INSERT INTO n VALUES (1, 'a'); INSERT INTO k VALUES ('b');",
+    );
+    let n = bed.wait_events("nokey.public.n", 1, &s).await;
+    let k = bed.wait_events("nokey.public.k", 1, &s).await;
+    assert!(n[0].key.is_none() && k[0].key.is_none());
+    assert_eq!(col(&n[0], "after", "id"), Value::Int(1));
+    assert_eq!(col(&k[0], "after", "v"), Value::String("b".into()));
+
+    // PostgreSQL itself refuses updates and deletes of such published tables.
+    let client = bed.pg.client("nokey").await;
+    let update = client.execute("UPDATE n SET v = 'x'", &[]).await;
+    let err = update.expect_err("UPDATE of a published table without identity");
+    assert!(
+        format!("{err:?}").contains(
+            "cannot update table \\\"n\\\" because it does not have a replica identity and publishes updates"
+        ),
+        "{err:?}"
+    );
+    let delete = client.execute("DELETE FROM k", &[]).await;
+    let err = delete.expect_err("DELETE of a published table without identity");
+    assert!(
+        format!("{err:?}").contains("cannot delete from table \\\"k\\\" because it does not have a replica identity and publishes deletes"),
+        "{err:?}"
+    );
+    assert_eq!(bed.pg.psql("nokey", "SELECT count(*) FROM k"), "1");
+}

@@ -79,6 +79,30 @@ impl Bed {
         )
     }
 
+    /// [`Bed::connector`] with extra lines for the `[postgres]` section too.
+    pub fn connector_with(
+        &self,
+        name: &str,
+        database: &str,
+        tables: &[&str],
+        extra_kafka: &str,
+        extra_postgres: &str,
+    ) -> PathBuf {
+        connector_file(
+            self.dir.path(),
+            &Spec {
+                name,
+                pg: &self.pg,
+                database,
+                broker: &self.broker,
+                registry_url: &self.registry.url,
+                tables,
+                extra_kafka,
+                extra_postgres,
+            },
+        )
+    }
+
     pub fn siphon(&self, connector: &Path) -> Siphon {
         self.siphon_with_env(connector, &[])
     }
