@@ -195,10 +195,12 @@ impl Catalog {
                 "SELECT n.nspname::text, c.relname::text, c.relreplident::text,
                         EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
                         EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)
-                   FROM pg_partition_tree($1::oid::regclass) t
+                   FROM (SELECT relid FROM pg_partition_tree($1::oid::regclass) WHERE isleaf
+                         UNION
+                         -- pg_partition_tree is empty for a plain table
+                         SELECT c.oid::regclass FROM pg_class c WHERE c.oid = $1 AND c.relkind = 'r') t
                    JOIN pg_class c ON c.oid = t.relid
                    JOIN pg_namespace n ON n.oid = c.relnamespace
-                  WHERE t.isleaf
                   ORDER BY 1, 2",
                 &[&oid],
             )
@@ -409,9 +411,11 @@ impl Catalog {
                 .query_one(
                     "SELECT EXISTS (
                          SELECT 1 FROM pg_publication_tables pt
-                           JOIN pg_partition_tree(to_regclass($2)) tree
-                             ON tree.relid = format('%I.%I', pt.schemaname, pt.tablename)::regclass
-                          WHERE pt.pubname = $1)",
+                          WHERE pt.pubname = $1
+                            AND format('%I.%I', pt.schemaname, pt.tablename)::regclass IN
+                                (SELECT to_regclass($2)
+                                 UNION
+                                 SELECT relid FROM pg_partition_tree(to_regclass($2))))",
                     &[&pg.publication, &t.quoted()],
                 )
                 .await
