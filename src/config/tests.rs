@@ -216,7 +216,7 @@ fn reports_every_problem_at_once() {
         vec![
             format!("{file}: postgres.user: is required"),
             format!(
-                "{file}: postgres.usr: unknown key; did you mean \"user\"? (known keys: host, port, database, user, password_env, password_file, slot, publication, create_slot, create_publication, tables, connect_timeout_ms, status_interval_ms, ssl_mode, ssl_root_cert_file, ssl_cert_file, ssl_key_file)"
+                "{file}: postgres.usr: unknown key; did you mean \"user\"? (known keys: host, port, database, user, password_env, password_file, slot, publication, create_slot, create_publication, tables, connect_timeout_ms, status_interval_ms, ssl_mode, ssl_root_cert_file, ssl_cert_file, ssl_key_file, publish_via_partition_root, insert_only_tables)"
             ),
             format!("{file}: kafka.batch_max_events: must be >= 1, got 0"),
             format!(
@@ -354,5 +354,68 @@ fn kafka_secrets_come_from_env_or_files_and_never_from_the_file() {
             "{}: kafka.properties.sasl.password: secrets are not read from connector files; name an environment variable in [kafka.properties_env] (\"sasl.password\" = \"VARIABLE\") or a file in [kafka.properties_file]",
             path.display()
         )]
+    );
+}
+
+#[test]
+fn schemas_section_and_partition_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "shop.toml", GOOD);
+    let c = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap();
+    assert_eq!(c.schemas, SchemasConfig::default());
+    assert_eq!(c.schemas.compatibility, Compatibility::Backward);
+    assert_eq!(c.schemas.on_incompatible, IncompatiblePolicy::Stop);
+    assert!(c.postgres.publish_via_partition_root);
+    assert!(c.postgres.insert_only_tables.is_empty());
+
+    let body = GOOD.replace(
+        "tables = [\"public.orders\"]",
+        "tables = [\"public.orders\", \"public.log\"]\npublish_via_partition_root = false\ninsert_only_tables = [\"public.log\"]",
+    ) + "[schemas]\ncompatibility = \"full_transitive\"\non_incompatible = \"register\"\n[schemas.table_compatibility]\n\"public.log\" = \"NONE\"\n";
+    let path = write(&dir, "set.toml", &body);
+    let c = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap();
+    assert!(!c.postgres.publish_via_partition_root);
+    assert_eq!(c.postgres.insert_only_tables[0].to_string(), "public.log");
+    assert_eq!(c.schemas.compatibility, Compatibility::FullTransitive);
+    assert_eq!(c.schemas.on_incompatible, IncompatiblePolicy::Register);
+    assert_eq!(
+        c.schemas.compatibility_of("public", "log"),
+        Compatibility::None
+    );
+    assert_eq!(
+        c.schemas.compatibility_of("public", "orders"),
+        Compatibility::FullTransitive
+    );
+
+    let body = GOOD.replace(
+        "tables = [\"public.orders\"]",
+        "tables = [\"public.orders\"]\ninsert_only_tables = [\"public.other\", \"bad\"]",
+    ) + "[schemas]\ncompatibility = \"sideways\"\non_incompatible = \"skip\"\nlevel = 1\n[schemas.table_compatibility]\n\"public.other\" = \"FULL\"\n\"public.orders\" = \"LOOSE\"\n";
+    let path = write(&dir, "bad.toml", &body);
+    let err = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap_err();
+    let f = path.display();
+    assert_eq!(
+        err.problems,
+        vec![
+            format!(
+                "{f}: postgres.insert_only_tables: \"public.other\" is not one of postgres.tables: add it there or remove it here"
+            ),
+            format!(
+                "{f}: postgres.insert_only_tables: \"bad\" is not of the form \"schema.table\""
+            ),
+            format!(
+                "{f}: schemas.compatibility: must be one of NONE, BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE, got \"sideways\""
+            ),
+            format!(
+                "{f}: schemas.table_compatibility.public.orders: must be one of NONE, BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE, got \"LOOSE\""
+            ),
+            format!(
+                "{f}: schemas.table_compatibility.public.other: is not one of postgres.tables: add the table there or remove this line"
+            ),
+            format!("{f}: schemas.on_incompatible: must be \"stop\" or \"register\", got \"skip\""),
+            format!(
+                "{f}: schemas.level: unknown key (known keys: compatibility, table_compatibility, on_incompatible)"
+            ),
+        ]
     );
 }
