@@ -59,13 +59,29 @@ async fn check_registry(cfg: &ConnectorConfig) -> Vec<Finding> {
         },
     );
     match client.compatibility(&subject).await {
-        Ok(level) => vec![Finding::ok(
-            COMPONENT,
-            format!(
-                "reached {}; compatibility level for {subject} is {level}",
-                cfg.registry.url
-            ),
-        )],
+        Ok(level) => {
+            // A subject siphon creates gets the configured level instead.
+            let configured = cfg
+                .postgres
+                .tables
+                .first()
+                .map(|t| cfg.schemas.compatibility_of(&t.schema, &t.table));
+            let note = match (configured, client.versions(&subject).await) {
+                (Some(configured), Err(crate::avro::registry::RegistryError::NotFound { .. })) => {
+                    format!(
+                        " (the subject does not exist yet; siphon will create it with {configured})"
+                    )
+                }
+                _ => String::new(),
+            };
+            vec![Finding::ok(
+                COMPONENT,
+                format!(
+                    "reached {}; compatibility level for {subject} is {level}{note}",
+                    cfg.registry.url
+                ),
+            )]
+        }
         Err(e) => vec![Finding::problem(
             COMPONENT,
             format!(

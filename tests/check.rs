@@ -38,6 +38,7 @@ async fn check_passes_on_a_good_setup() {
         "ok      kafka: transactions are allowed",
         "ok      kafka: 2 topic(s) do not exist yet and will be created: siphon.offsets, shop.public.orders",
         "ok      registry: reached http://127.0.0.1:",
+        "compatibility level for shop.public.orders-value is BACKWARD (the subject does not exist yet; siphon will create it with BACKWARD)",
         "=> ready to run",
     ] {
         assert!(report.contains(line), "missing {line:?} in:\n{report}");
