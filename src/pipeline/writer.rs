@@ -7,6 +7,13 @@
 //! offset's index says where), or `batch_linger_ms` after it began, or when
 //! the reader stops. When the captured tables are idle, an offset-only
 //! transaction at the server's WAL end lets the slot advance.
+//!
+//! A relation version seen for the first time gets its plan: schemas
+//! derived, topic ensured, key and value schemas registered. A subject
+//! that does not exist yet first gets `schemas.compatibility` (never an
+//! existing one: operators own levels after creation); a version the
+//! registry refuses follows `schemas.on_incompatible`, with the changed
+//! columns named from a diff against the subject's latest version.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
