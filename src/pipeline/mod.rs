@@ -15,6 +15,7 @@
 //! any transient error — goes through the same steps, so there is one
 //! recovery path and it is always exercised.
 
+mod heartbeat;
 mod reader;
 mod writer;
 
@@ -349,5 +350,20 @@ async fn run_once(
         byte_budget,
         flushed_rx,
     );
-    reader.run(stream, cancel.clone(), writer).await
+    // A failing heartbeat cancels this run's token: the reader then stops
+    // as on shutdown (committing what the writer has) and its error is
+    // returned below.
+    let run_cancel = cancel.child_token();
+    let heartbeat = heartbeat::spawn(cfg, run_cancel.clone());
+    let result = reader.run(stream, run_cancel.clone(), writer).await;
+    run_cancel.cancel();
+    let beat = match heartbeat {
+        Some(task) => task.await.unwrap_or_else(|_| {
+            Err(ConnectorError::WriterGone {
+                connector: name.to_string(),
+            })
+        }),
+        None => Ok(()),
+    };
+    result.and(beat)
 }
