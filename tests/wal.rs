@@ -68,7 +68,7 @@ async fn noise_until_released(bed: &Bed, db: &str, slot_db: &str, slot: &str, ma
 const MIB: u64 = 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_captured_tables_with_a_busy_unpublished_table_retain_no_wal() {
+async fn idle_captured_tables_retain_no_wal_while_other_tables_and_databases_are_busy() {
     let bed = Bed::start("app").await;
     bed.pg.psql(
         "app",
@@ -100,6 +100,23 @@ async fn idle_captured_tables_with_a_busy_unpublished_table_retain_no_wal() {
     let retained = noise_until_released(&bed, "app", "app", "siphon_app", mark).await;
     // Everything written before the mark is released; what is retained is
     // what was written since (a few polls' noise), not the 60 MiB.
+    assert!(
+        retained < mark.0 - start.0,
+        "{} MiB retained",
+        retained / MIB
+    );
+
+    // The same when the WAL comes from another database of the server:
+    // keepalives carry the server's WAL end, whichever database wrote it.
+    bed.pg.create_database("other");
+    bed.pg
+        .psql("other", "CREATE TABLE noise (id int PRIMARY KEY, pad text)");
+    let start = current_lsn(&bed, "other");
+    for _ in 0..4 {
+        noise(&bed, "other", 60_000);
+    }
+    let mark = current_lsn(&bed, "other");
+    let retained = noise_until_released(&bed, "other", "app", "siphon_app", mark).await;
     assert!(
         retained < mark.0 - start.0,
         "{} MiB retained",

@@ -300,8 +300,11 @@ async fn run_once(
 
     // The slot is ours now (one walsender per slot), so its confirmed
     // position cannot move under us any more: compare it with the offset.
-    if let (Some(s), Some(state)) = (&stored, catalog.slot_state(&pg.slot).await?)
-        && let Some(confirmed) = state.confirmed_flush_lsn
+    let confirmed = catalog
+        .slot_state(&pg.slot)
+        .await?
+        .and_then(|state| state.confirmed_flush_lsn);
+    if let (Some(s), Some(confirmed)) = (&stored, confirmed)
         && confirmed > s.flush_lsn
     {
         return Err(PgError::SlotAhead {
@@ -328,7 +331,11 @@ async fn run_once(
         commit_lsn: Lsn::ZERO,
         index: None,
         txn_complete: false,
-        flush_lsn: Lsn::ZERO,
+        // Nothing before the slot's confirmed position will be sent: the
+        // first offset must not claim less, or a restart before any
+        // transaction completes (killed inside the first, huge one) would
+        // find the slot "ahead" of it.
+        flush_lsn: confirmed.unwrap_or(Lsn::ZERO),
         system_id: system.system_id.clone(),
         timeline: system.timeline,
         database: pg.database.clone(),
