@@ -24,6 +24,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use siphon::kafka::offsets::OffsetRecord;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -189,7 +190,27 @@ url = "{registry}"
     let siphon_time = started.elapsed();
     terminate(&mut siphon)?;
 
-    let kafka_txns = kafka::read_committed(&broker.bootstrap, "siphon.offsets").len();
+    // The offset records tell how the transaction was split, and the last
+    // one must say all of it was written.
+    let offsets: Vec<OffsetRecord> = kafka::read_committed(&broker.bootstrap, "siphon.offsets")
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(b"bench".as_slice()))
+        .filter_map(|r| {
+            r.value
+                .as_deref()
+                .and_then(|v| OffsetRecord::from_wire(v).ok())
+        })
+        .collect();
+    let Some(done) = offsets
+        .iter()
+        .find(|o| o.txn_complete && o.index == Some(rows - 1))
+    else {
+        bail!("no offset record says the transaction's {rows} rows were all written");
+    };
+    let kafka_txns = offsets
+        .iter()
+        .filter(|o| o.commit_lsn == done.commit_lsn)
+        .count();
 
     let rate = |d: Duration| rows as f64 / d.as_secs_f64();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -204,7 +225,7 @@ url = "{registry}"
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!();
     println!(
-        "machine: {cores} cores, {cpu}; ONE transaction of {rows} inserted rows; siphon wrote it in {kafka_txns} Kafka transactions (offset records)"
+        "machine: {cores} cores, {cpu}; ONE transaction of {rows} inserted rows; siphon wrote it in {kafka_txns} Kafka transactions (offset records at its commit LSN)"
     );
     println!();
     println!(
