@@ -134,10 +134,9 @@ struct Decoder {
 impl Decoder {
     async fn decode(&mut self, bed: &Bed, bytes: &[u8]) -> Value {
         let (id, mut body) = wire(bytes);
-        if !self.schemas.contains_key(&id) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.schemas.entry(id) {
             let json = bed.client.schema_by_id(id).await.expect("schema by id");
-            self.schemas
-                .insert(id, Schema::parse_str(&json).expect("schema parses"));
+            e.insert(Schema::parse_str(&json).expect("schema parses"));
         }
         let value = GenericDatumReader::builder(&self.schemas[&id])
             .build()
