@@ -239,10 +239,6 @@ async fn heartbeat_failures_name_the_option_lock_timeouts_are_retried_and_denied
     })
     .await;
     bed.wait_ready_status(&siphon, 200).await;
-    assert!(
-        !read_committed(&bed.broker.bootstrap, "siphon.offsets").is_empty(),
-        "nothing committed"
-    );
     drop(siphon);
 
     // Fatal: the role the query runs as may not update the table.
