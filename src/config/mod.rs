@@ -77,6 +77,7 @@ pub struct ConnectorConfig {
     pub pipeline: PipelineConfig,
     /// Registry subjects of the captured tables (`[schemas]`).
     pub schemas: SchemasConfig,
+    pub heartbeat: HeartbeatConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -255,6 +256,20 @@ pub struct PipelineConfig {
     pub channel_capacity_bytes: u64,
 }
 
+/// The `[heartbeat]` section: a query siphon runs periodically on a normal
+/// connection, Debezium's `heartbeat.action.query`. Its purpose is WAL
+/// safety: a change it makes in a published table gives the slot something
+/// to confirm even when the slot's own database is idle while others on the
+/// same server are busy (docs/operations.md, "WAL retention").
+#[derive(Clone, Debug, Default)]
+pub struct HeartbeatConfig {
+    /// How often to run `action_query`; 0 turns the heartbeat off.
+    pub interval_ms: u64,
+    /// The SQL to run (e.g. an UPDATE of a heartbeat table in the
+    /// publication). Present exactly when `interval_ms > 0`.
+    pub action_query: Option<String>,
+}
+
 /// Everything wrong with one or more connector files.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .problems.join("\n"))]
@@ -411,6 +426,7 @@ fn read_connector(
     let mut registry = top.section("registry");
     let mut pipeline = top.section("pipeline");
     let schemas_section = top.section("schemas");
+    let heartbeat = read_heartbeat(top.section("heartbeat"));
     top.finish();
 
     let default_object = name
@@ -665,7 +681,34 @@ fn read_connector(
             channel_capacity_bytes,
         },
         schemas,
+        heartbeat,
     })
+}
+
+/// Reads `[heartbeat]`: both keys or neither, so a half-configured
+/// heartbeat never silently does nothing.
+fn read_heartbeat(mut section: Section) -> HeartbeatConfig {
+    let interval_ms: u64 = section.optional("interval_ms").unwrap_or(0);
+    let action_query: Option<String> = section
+        .optional::<String>("action_query")
+        .filter(|q| !q.trim().is_empty());
+    match (interval_ms, &action_query) {
+        (0, Some(_)) => section.problem_at(
+            "action_query",
+            "has no effect while heartbeat.interval_ms is 0 (off); set interval_ms (e.g. 10000) or remove action_query",
+        ),
+        (i, None) if i > 0 => section.problem_at(
+            "action_query",
+            "is required when heartbeat.interval_ms > 0: the SQL to run at each interval, e.g. \"UPDATE siphon_heartbeat SET ts = now()\"",
+        ),
+        (i, Some(_)) if i > 0 => section.at_least("interval_ms", i, 100),
+        _ => {}
+    }
+    section.finish();
+    HeartbeatConfig {
+        interval_ms,
+        action_query: if interval_ms > 0 { action_query } else { None },
+    }
 }
 
 fn default_pg_host() -> String {

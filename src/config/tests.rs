@@ -358,6 +358,49 @@ fn kafka_secrets_come_from_env_or_files_and_never_from_the_file() {
 }
 
 #[test]
+fn heartbeat_is_off_by_default_and_needs_both_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = env(&[("PG_PASS", "x")]);
+    let path = write(&dir, "shop.toml", GOOD);
+    let c = load_file_with_env(&path, vars.clone()).unwrap();
+    assert_eq!(c.heartbeat.interval_ms, 0);
+    assert_eq!(c.heartbeat.action_query, None);
+
+    let on = format!(
+        "{GOOD}[heartbeat]\ninterval_ms = 5000\naction_query = \"UPDATE siphon_heartbeat SET ts = now()\"\n"
+    );
+    let path = write(&dir, "on.toml", &on);
+    let c = load_file_with_env(&path, vars.clone()).unwrap();
+    assert_eq!(c.heartbeat.interval_ms, 5000);
+    assert_eq!(
+        c.heartbeat.action_query.as_deref(),
+        Some("UPDATE siphon_heartbeat SET ts = now()")
+    );
+
+    let cases = [
+        (
+            "[heartbeat]\ninterval_ms = 5000\n",
+            "heartbeat.action_query: is required when heartbeat.interval_ms > 0: the SQL to run at each interval, e.g. \"UPDATE siphon_heartbeat SET ts = now()\"",
+        ),
+        (
+            "[heartbeat]\naction_query = \"SELECT 1\"\n",
+            "heartbeat.action_query: has no effect while heartbeat.interval_ms is 0 (off); set interval_ms (e.g. 10000) or remove action_query",
+        ),
+        (
+            "[heartbeat]\ninterval_ms = 10\naction_query = \"SELECT 1\"\n",
+            "heartbeat.interval_ms: must be >= 100, got 10",
+        ),
+        (
+            "[heartbeat]\ninterval_msec = 10\n",
+            "heartbeat.interval_msec: unknown key; did you mean \"interval_ms\"? (known keys: interval_ms, action_query)",
+        ),
+    ];
+    for (section, problem) in cases {
+        let path = write(&dir, "bad.toml", &format!("{GOOD}{section}"));
+        let err = load_file_with_env(&path, vars.clone()).unwrap_err();
+        let file = path.display();
+        assert_eq!(err.problems, vec![format!("{file}: {problem}")]);
+    }
 fn schemas_section_and_partition_options() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(&dir, "shop.toml", GOOD);

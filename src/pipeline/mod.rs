@@ -15,6 +15,7 @@
 //! any transient error — goes through the same steps, so there is one
 //! recovery path and it is always exercised.
 
+mod heartbeat;
 mod reader;
 mod writer;
 
@@ -299,8 +300,11 @@ async fn run_once(
 
     // The slot is ours now (one walsender per slot), so its confirmed
     // position cannot move under us any more: compare it with the offset.
-    if let (Some(s), Some(state)) = (&stored, catalog.slot_state(&pg.slot).await?)
-        && let Some(confirmed) = state.confirmed_flush_lsn
+    let confirmed = catalog
+        .slot_state(&pg.slot)
+        .await?
+        .and_then(|state| state.confirmed_flush_lsn);
+    if let (Some(s), Some(confirmed)) = (&stored, confirmed)
         && confirmed > s.flush_lsn
     {
         return Err(PgError::SlotAhead {
@@ -327,7 +331,11 @@ async fn run_once(
         commit_lsn: Lsn::ZERO,
         index: None,
         txn_complete: false,
-        flush_lsn: Lsn::ZERO,
+        // Nothing before the slot's confirmed position will be sent: the
+        // first offset must not claim less, or a restart before any
+        // transaction completes (killed inside the first, huge one) would
+        // find the slot "ahead" of it.
+        flush_lsn: confirmed.unwrap_or(Lsn::ZERO),
         system_id: system.system_id.clone(),
         timeline: system.timeline,
         database: pg.database.clone(),
@@ -349,5 +357,20 @@ async fn run_once(
         byte_budget,
         flushed_rx,
     );
-    reader.run(stream, cancel.clone(), writer).await
+    // A failing heartbeat cancels this run's token: the reader then stops
+    // as on shutdown (committing what the writer has) and its error is
+    // returned below.
+    let run_cancel = cancel.child_token();
+    let heartbeat = heartbeat::spawn(cfg, run_cancel.clone());
+    let result = reader.run(stream, run_cancel.clone(), writer).await;
+    run_cancel.cancel();
+    let beat = match heartbeat {
+        Some(task) => task.await.unwrap_or_else(|_| {
+            Err(ConnectorError::WriterGone {
+                connector: name.to_string(),
+            })
+        }),
+        None => Ok(()),
+    };
+    result.and(beat)
 }

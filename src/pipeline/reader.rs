@@ -5,6 +5,13 @@
 //! Invariant: the flushed LSN sent to PostgreSQL only ever comes from the
 //! writer's watch channel, i.e. from a committed offset record, and only
 //! moves forward.
+//!
+//! Memory: a source transaction is never held whole. Each change goes to
+//! the channel as soon as it is decoded, and the channel is bounded in
+//! events and in bytes (`pipeline.channel_capacity_*`); the writer commits
+//! a Kafka transaction every `kafka.batch_max_events` / `batch_max_bytes`
+//! even inside a source transaction. So memory does not grow with a
+//! transaction's size (tests/bigtx.rs, scripts/bench-bigtx.sh).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -35,6 +35,12 @@ pub enum PgError {
         #[source]
         source: tokio_postgres::Error,
     },
+    #[error("heartbeat.action_query failed ({sql}){}", heartbeat_hint(.source))]
+    Heartbeat {
+        sql: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
     #[error("connector {connector} cannot start:\n  - {}", .problems.join("\n  - "))]
     Preflight {
         connector: String,
@@ -121,6 +127,21 @@ fn connect_hint(e: &tokio_postgres::Error, ssl_mode: SslMode) -> &'static str {
     }
 }
 
+/// What the operator does about a heartbeat query the server refused (no
+/// hint for I/O and other transient errors: siphon retries those).
+fn heartbeat_hint(e: &tokio_postgres::Error) -> &'static str {
+    match e.code() {
+        Some(c) if classify_sqlstate(Some(c)) == ErrorClass::Transient => "",
+        Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => {
+            ": grant the connector's user the privilege the query needs (e.g. GRANT UPDATE ON the heartbeat table), or change heartbeat.action_query"
+        }
+        Some(_) => {
+            ": fix heartbeat.action_query (run it in psql as the connector's user to check it), or set heartbeat.interval_ms = 0 to turn the heartbeat off"
+        }
+        None => "",
+    }
+}
+
 /// For a login refused while TLS is off: hostssl-only pg_hba.conf lines are
 /// the usual cause.
 pub(crate) const NOT_ENCRYPTED_HINT: &str = ": the server refused the unencrypted login; if pg_hba.conf accepts this client only with hostssl, set postgres.ssl_mode = verify-full (or require)";
@@ -128,9 +149,9 @@ pub(crate) const NOT_ENCRYPTED_HINT: &str = ": the server refused the unencrypte
 impl PgError {
     pub fn class(&self) -> ErrorClass {
         match self {
-            PgError::Connect { source, .. } | PgError::Query { source, .. } => {
-                classify_sqlstate(source.code())
-            }
+            PgError::Connect { source, .. }
+            | PgError::Query { source, .. }
+            | PgError::Heartbeat { source, .. } => classify_sqlstate(source.code()),
             PgError::Replication { source, .. } => {
                 if source.is_transient() {
                     ErrorClass::Transient

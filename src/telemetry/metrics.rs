@@ -17,6 +17,7 @@ pub const REPLICATION_LAG_MS: &str = "siphon_replication_lag_milliseconds";
 pub const CONNECTOR_STATE: &str = "siphon_connector_state";
 pub const ERRORS_TOTAL: &str = "siphon_errors_total";
 pub const CHANNEL_EVENTS: &str = "siphon_channel_events";
+pub const HEARTBEATS_TOTAL: &str = "siphon_heartbeats_total";
 
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +38,8 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     /// Changes waiting between the reader and the writer.
     pub channel_events: IntGaugeVec,
+    /// Heartbeat action queries that ran (`[heartbeat]`).
+    pub heartbeats: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -99,6 +102,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Changes buffered between the replication reader and the Kafka writer",
             &["connector"],
         ),
+        heartbeats: counter(
+            HEARTBEATS_TOTAL,
+            "Heartbeat action queries run",
+            &["connector"],
+        ),
     };
     for c in [
         Box::new(m.events.clone()) as Box<dyn prometheus::core::Collector>,
@@ -110,6 +118,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.connector_state.clone()),
         Box::new(m.errors.clone()),
         Box::new(m.channel_events.clone()),
+        Box::new(m.heartbeats.clone()),
     ] {
         m.registry
             .register(c)

@@ -993,6 +993,7 @@ async fn side_fetch(
 ) -> Result<PartitionData, String> {
     let mut side = shared.side.lock().await;
     let mut last_error = String::new();
+    let mut empty = None;
     for max_wait_ms in SIDE_FETCH_WAITS_MS {
         let request = FetchRequest::default()
             .with_max_wait_ms(max_wait_ms)
@@ -1028,6 +1029,15 @@ async fn side_fetch(
                     .flat_map(|t| t.partitions)
                     .find(|p| p.partition_index == partition);
                 match found {
+                    // A busy tansu may also answer with the partition but
+                    // no records yet, although records exist below the
+                    // high watermark: ask again with a longer wait.
+                    Some(data)
+                        if offset < data.high_watermark
+                            && data.records.as_ref().is_none_or(|r| r.is_empty()) =>
+                    {
+                        empty = Some(data);
+                    }
                     Some(data) => return Ok(data),
                     None => last_error = format!("side fetch response lacks partition {partition}"),
                 }
@@ -1038,7 +1048,7 @@ async fn side_fetch(
         }
         *side = None;
     }
-    Err(last_error)
+    empty.ok_or(last_error)
 }
 
 async fn exchange(

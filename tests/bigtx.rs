@@ -1,0 +1,347 @@
+//! One huge source transaction, split over many Kafka transactions at
+//! positions `(commit_lsn, index)`, survives SIGKILL at any point of it:
+//! in its very first Kafka transaction, in the middle, and near the end.
+//! Every row arrives exactly once and in order for a read_committed
+//! consumer.
+//!
+//! Everything Kafka-side goes through the faithful proxy
+//! (tests/support/kafka_proxy.rs): siphon is killed inside an open Kafka
+//! transaction, and tansu alone would show that transaction's aborted
+//! records to read_committed readers (DESIGN.md, "Known broker gaps").
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
+use siphon::event::Lsn;
+use siphon::kafka::offsets::OffsetRecord;
+use support::bed::{Bed, WAIT};
+use support::events::{field, unwrap_union, wire};
+use support::kafka::{read_committed, read_committed_with};
+use support::kafka_proxy::KafkaProxy;
+use support::poll_until;
+use support::siphon::Siphon;
+
+/// Rows in the one source transaction.
+const ROWS: i64 = 200_000;
+/// Events per Kafka transaction (`kafka.batch_max_events`); with a linger
+/// (10 s) longer than any part takes, every part holds exactly this many.
+const PART: i64 = 2_000;
+const PARTS: i64 = ROWS / PART;
+const TOPIC: &str = "big.public.rows";
+
+/// Where in the source transaction siphon is killed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum KillPoint {
+    /// Some of the first part's records are in the broker, its Kafka
+    /// transaction is not committed.
+    FirstPart,
+    /// About half of the parts are committed.
+    Middle,
+    /// All but a few parts are committed.
+    NearEnd,
+}
+
+struct Setup {
+    bed: Bed,
+    proxy: KafkaProxy,
+    file: PathBuf,
+}
+
+async fn setup() -> Setup {
+    let bed = Bed::start("big").await;
+    bed.pg.psql(
+        "big",
+        "CREATE TABLE rows (id bigint PRIMARY KEY, note text NOT NULL)",
+    );
+    let proxy = KafkaProxy::start(&bed.broker.bootstrap);
+    // Small librdkafka batches make one part many Produce requests, so the
+    // first part stays open long enough to be caught. No idle offsets:
+    // siphon's count of committed Kafka transactions then counts parts.
+    let file = bed.connector(
+        "big",
+        "big",
+        &["public.rows"],
+        &format!("batch_max_events = {PART}\nidle_offset_interval_ms = 3600000\n[kafka.properties]\n\"batch.num.messages\" = \"100\""),
+    );
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace(&bed.broker.bootstrap, &proxy.bootstrap)
+        .replace("batch_linger_ms = 50", "batch_linger_ms = 10000");
+    std::fs::write(&file, text).unwrap();
+    Setup { bed, proxy, file }
+}
+
+/// This connector's committed offset records, in commit order.
+fn offsets(proxy: &KafkaProxy) -> Vec<OffsetRecord> {
+    read_committed(&proxy.bootstrap, "siphon.offsets")
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(b"big".as_slice()))
+        .map(|r| OffsetRecord::from_wire(r.value.as_ref().expect("offset value")).unwrap())
+        .collect()
+}
+
+/// Committed parts of the source transaction that commits after `before`.
+fn parts_committed(proxy: &KafkaProxy, before: Lsn) -> Vec<OffsetRecord> {
+    offsets(proxy)
+        .into_iter()
+        .filter(|o| o.commit_lsn > before && o.index.is_some())
+        .collect()
+}
+
+/// Kafka transactions siphon has committed (offset-only ones included).
+async fn committed_txns(siphon: &Siphon) -> f64 {
+    siphon
+        .metric(r#"siphon_kafka_transactions_total{connector="big",outcome="committed"}"#)
+        .await
+        .unwrap_or(0.0)
+}
+
+fn lsn(pg_text: &str) -> Lsn {
+    pg_text.parse().expect("an LSN")
+}
+
+fn signal(siphon: &Siphon, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(siphon.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int(i) => i64::from(*i),
+        Value::Long(l) => *l,
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+/// Decodes Confluent-framed Avro, parsing each writer schema once (the
+/// test reads hundreds of thousands of records).
+#[derive(Default)]
+struct Decoder {
+    schemas: HashMap<u32, Schema>,
+}
+
+impl Decoder {
+    async fn decode(&mut self, bed: &Bed, bytes: &[u8]) -> Value {
+        let (id, mut body) = wire(bytes);
+        if let std::collections::hash_map::Entry::Vacant(e) = self.schemas.entry(id) {
+            let json = bed.client.schema_by_id(id).await.expect("schema by id");
+            e.insert(Schema::parse_str(&json).expect("schema parses"));
+        }
+        let value = GenericDatumReader::builder(&self.schemas[&id])
+            .build()
+            .and_then(|r| r.read_value(&mut body))
+            .expect("record decodes with its registered schema");
+        assert!(body.is_empty(), "bytes left after the datum");
+        value
+    }
+}
+
+/// `source.sequence`: `["<commit LSN>","<change LSN>"]`, as numbers.
+fn sequence(v: &Value) -> (u64, u64) {
+    let Value::String(s) = v else {
+        panic!("sequence is not a string: {v:?}")
+    };
+    let pair: Vec<String> = serde_json::from_str(s).expect("sequence JSON");
+    (pair[0].parse().unwrap(), pair[1].parse().unwrap())
+}
+
+/// The position an offset record stands for, comparable across records:
+/// an index `i` counts as `i + 1` changes done, a complete transaction as
+/// all of them.
+fn progress(o: &OffsetRecord) -> (Lsn, u64) {
+    let done = if o.txn_complete {
+        u64::MAX
+    } else {
+        o.index.map_or(0, |i| i + 1)
+    };
+    (o.commit_lsn, done)
+}
+
+async fn kill_inside_the_big_transaction(point: KillPoint) {
+    let Setup { bed, proxy, file } = setup().await;
+    let siphon = bed.siphon(&file);
+    bed.wait_slot_active("big", "siphon_big").await;
+    bed.wait_ready_status(&siphon, 200).await;
+
+    let before = lsn(&bed.pg.psql("big", "SELECT pg_current_wal_lsn()"));
+    let base = committed_txns(&siphon).await;
+    if point == KillPoint::FirstPart {
+        // Every frame through the proxy waits: the first part takes
+        // seconds, and the test sees its records before its commit.
+        proxy.set_delay(Duration::from_millis(300));
+    }
+    bed.pg.psql(
+        "big",
+        &format!("INSERT INTO rows SELECT g, 'row ' || g FROM generate_series(1, {ROWS}) g"),
+    );
+    let end = lsn(&bed.pg.psql("big", "SELECT pg_current_wal_lsn()"));
+
+    // Wait for the kill point, then freeze siphon to look at what the
+    // broker holds before killing it.
+    let wanted = match point {
+        KillPoint::FirstPart => 0,
+        KillPoint::Middle => PARTS / 2,
+        KillPoint::NearEnd => PARTS - 15,
+    };
+    poll_until(
+        WAIT,
+        &format!("{point:?} of the big transaction"),
+        async || {
+            let ready = match point {
+                // Written but not committed: read straight from tansu, which
+                // shows uncommitted records (the proxy is slowed down).
+                KillPoint::FirstPart => !read_committed_with(
+                    &bed.broker.bootstrap,
+                    TOPIC,
+                    &[("isolation.level", "read_uncommitted")],
+                )
+                .is_empty(),
+                // siphon's own count: reading the offsets topic lags while
+                // siphon keeps a transaction open most of the time.
+                _ => committed_txns(&siphon).await >= base + wanted as f64,
+            };
+            ready.then_some(())
+        },
+    )
+    .await;
+    signal(&siphon, "STOP");
+    proxy.set_delay(Duration::ZERO);
+    let committed = parts_committed(&proxy, before);
+    let written = read_committed_with(
+        &proxy.bootstrap,
+        TOPIC,
+        &[("isolation.level", "read_uncommitted")],
+    )
+    .len() as i64;
+    match point {
+        KillPoint::FirstPart => {
+            assert!(
+                committed.is_empty(),
+                "the first part committed before the kill: {committed:?}"
+            );
+            assert!(written > 0 && written <= PART, "{written} records written");
+        }
+        _ => {
+            let n = committed.len() as i64;
+            assert!(
+                n >= wanted && n < PARTS,
+                "{n} of {PARTS} parts committed before the kill"
+            );
+            assert!(!committed.iter().any(|o| o.txn_complete));
+            assert_eq!(committed.last().unwrap().index, Some((n * PART - 1) as u64));
+        }
+    }
+    let mut siphon = siphon;
+    siphon.kill();
+    let done_before_kill = committed.len() as i64 * PART;
+
+    // The restarted siphon fences the killed one's open transaction and
+    // resumes after the last committed part.
+    let mut siphon = bed.siphon(&file);
+    let confirmed = format!(
+        "SELECT confirmed_flush_lsn >= '{end}' FROM pg_replication_slots WHERE slot_name = 'siphon_big'"
+    );
+    let deadline = std::time::Instant::now() + WAIT * 3;
+    while bed.pg.psql("big", &confirmed) != "t" {
+        if let Some(status) = siphon.wait(Duration::ZERO) {
+            panic!("siphon exited ({status}):\n{}", siphon.log());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the big transaction was not confirmed in time:\n{}",
+            siphon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(siphon.stop().success());
+
+    let reading = std::time::Instant::now();
+    let records = read_committed(&proxy.bootstrap, TOPIC);
+    eprintln!("read {} records in {:?}", records.len(), reading.elapsed());
+    assert_eq!(records.len() as i64, ROWS, "{}", siphon.log());
+    let mut decoder = Decoder::default();
+    let mut last_lsn = 0;
+    let mut commit = None;
+    for (i, r) in records.iter().enumerate() {
+        let key = decoder.decode(&bed, r.key.as_ref().expect("key")).await;
+        assert_eq!(
+            int(field(&key, "id").unwrap()),
+            i as i64 + 1,
+            "event {i} is out of order or duplicated"
+        );
+        let value = decoder.decode(&bed, r.value.as_ref().expect("value")).await;
+        let source = field(&value, "source").expect("source");
+        let (c, l) = sequence(unwrap_union(field(source, "sequence").expect("sequence")));
+        assert!(l > last_lsn, "change LSNs strictly increase");
+        last_lsn = l;
+        assert_eq!(*commit.get_or_insert(c), c, "one source transaction");
+    }
+    assert!(commit.unwrap() > before.0);
+
+    // The offset records: positions only move forward, the big
+    // transaction's parts end where the kill left them and continue after
+    // it, and the last one says the transaction is complete.
+    let all = offsets(&proxy);
+    for w in all.windows(2) {
+        assert!(
+            progress(&w[0]) <= progress(&w[1]),
+            "offset went backwards: {:?} then {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    let big: Vec<&OffsetRecord> = all
+        .iter()
+        .filter(|o| o.commit_lsn.0 == commit.unwrap())
+        .collect();
+    let last = big.last().unwrap();
+    assert!(
+        last.txn_complete && last.index == Some(ROWS as u64 - 1),
+        "{last:?}"
+    );
+    let parts: Vec<u64> = big
+        .iter()
+        .filter(|o| !o.txn_complete)
+        .filter_map(|o| o.index)
+        .collect();
+    let expected: Vec<u64> = (1..=PARTS).map(|p| (p * PART - 1) as u64).collect();
+    assert_eq!(parts, expected, "one offset per part, each {PART} events");
+
+    // The restart dropped exactly what the killed instance had committed.
+    let log = siphon.log();
+    if done_before_kill > 0 {
+        assert!(
+            log.contains(&format!("dropped={done_before_kill}")),
+            "expected {done_before_kill} re-sent changes dropped:\n{log}"
+        );
+    } else {
+        assert!(!log.contains("dropped re-sent changes"), "{log}");
+    }
+    assert!(proxy.errors().is_empty(), "{:?}", proxy.errors());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_the_first_kafka_transaction_of_a_huge_transaction() {
+    kill_inside_the_big_transaction(KillPoint::FirstPart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_the_middle_of_a_huge_transaction() {
+    kill_inside_the_big_transaction(KillPoint::Middle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_near_the_end_of_a_huge_transaction() {
+    kill_inside_the_big_transaction(KillPoint::NearEnd).await;
+}
