@@ -401,6 +401,9 @@ fn heartbeat_is_off_by_default_and_needs_both_keys() {
         let file = path.display();
         assert_eq!(err.problems, vec![format!("{file}: {problem}")]);
     }
+}
+
+#[test]
 fn schemas_section_and_partition_options() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(&dir, "shop.toml", GOOD);
