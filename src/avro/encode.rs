@@ -49,7 +49,11 @@
 use crate::error::ErrorClass;
 use crate::event::{ChangeEvent, Lsn, OldTupleKind, Op, Tuple, TupleValue};
 
-use super::schema::{RelationSchemas, SchemaError, SchemaNaming, derive_schemas};
+use super::modes::{TypeModes, UnchangedToastMode};
+use super::schema::{
+    RelationSchemas, SchemaError, SchemaNaming, avro_name, derive_schemas_with,
+    lists_unavailable_columns,
+};
 use super::types::{ColumnType, ValueError, fmt_u64};
 
 /// Per-call facts for the envelope that are not in the event.
@@ -140,7 +144,11 @@ impl EncodeError {
 struct ColumnPlan {
     /// The PostgreSQL column name, for error messages.
     name: String,
+    /// The Avro field name, Avro-encoded (for `unavailable_columns`).
+    field: Vec<u8>,
     ty: ColumnType,
+    /// Nullable in the `Value` record (key columns: in the key too, the
+    /// modes never widen them).
     nullable: bool,
     is_key: bool,
 }
@@ -159,6 +167,11 @@ pub struct EncodePlan {
     key_columns: Vec<usize>,
     /// `source.schema` and `source.table`, already Avro-encoded.
     source_schema_table: Vec<u8>,
+    /// Unchanged TOAST values without a full old row: null (listed in the
+    /// envelope) or Debezium's placeholder.
+    unchanged_toast: UnchangedToastMode,
+    /// The envelope ends with `unavailable_columns`.
+    lists_unavailable: bool,
 }
 
 /// Which image of a row fills a `Value` record.
@@ -186,22 +199,40 @@ const UNION_NULL: u8 = 0;
 const UNION_SECOND: u8 = 2;
 
 impl EncodePlan {
-    /// Derives the schemas and column converters for `relation`.
+    /// Derives the schemas and column converters for `relation` with the
+    /// default handling modes.
     pub fn new(
         relation: &crate::event::RelationVersion,
         naming: &SchemaNaming,
     ) -> Result<EncodePlan, SchemaError> {
-        let schemas = derive_schemas(relation, naming)?;
+        EncodePlan::with_modes(relation, naming, &TypeModes::default())
+    }
+
+    /// Derives the schemas and column converters for `relation` under the
+    /// connector's handling modes. The modes are resolved here, once per
+    /// relation version, into each column's [`ColumnType`] and nullability.
+    pub fn with_modes(
+        relation: &crate::event::RelationVersion,
+        naming: &SchemaNaming,
+        modes: &TypeModes,
+    ) -> Result<EncodePlan, SchemaError> {
+        let schemas = derive_schemas_with(relation, naming, modes)?;
         let rel = &relation.relation;
+        let custom = &relation.custom_types;
         let columns: Vec<ColumnPlan> = rel
             .columns
             .iter()
             .zip(&relation.nullable)
-            .map(|(c, &nullable)| ColumnPlan {
-                name: c.name.clone(),
-                ty: ColumnType::resolve(c.type_oid, c.type_modifier, &relation.custom_types),
-                nullable,
-                is_key: c.is_key,
+            .map(|(c, &nullable)| {
+                let mut field = Vec::new();
+                write_bytes(&mut field, avro_name(&c.name).as_bytes());
+                ColumnPlan {
+                    name: c.name.clone(),
+                    field,
+                    ty: ColumnType::resolve_with(c.type_oid, c.type_modifier, custom, modes),
+                    nullable: modes.value_nullable(nullable, c.is_key, c.type_oid, custom),
+                    is_key: c.is_key,
+                }
             })
             .collect();
         let key_columns = (0..columns.len()).filter(|&i| columns[i].is_key).collect();
@@ -216,6 +247,8 @@ impl EncodePlan {
             columns,
             key_columns,
             source_schema_table,
+            unchanged_toast: modes.unchanged_toast,
+            lists_unavailable: lists_unavailable_columns(relation, modes),
         })
     }
 
@@ -343,12 +376,13 @@ impl EncodePlan {
             }
             Op::Truncate => (None, None),
         };
+        let mut unavailable = 0;
         for image in [before, after] {
             match image {
                 None => out.push(UNION_NULL),
                 Some(image) => {
                     out.push(UNION_SECOND);
-                    self.write_row(image, out)?;
+                    unavailable = self.write_row(image, out)?;
                 }
             }
         }
@@ -386,15 +420,50 @@ impl EncodePlan {
             out.push(UNION_SECOND);
             write_long(out, v);
         }
+        if self.lists_unavailable {
+            match (after, unavailable) {
+                (Some(RowImage::Full { tuple, old }), 1..) => {
+                    out.push(UNION_SECOND);
+                    write_long(out, unavailable as i64);
+                    for (i, (col, value)) in self.columns.iter().zip(tuple).enumerate() {
+                        if *value == TupleValue::UnchangedToast
+                            && Self::toast_from_old(i, col, old).is_none()
+                        {
+                            out.extend_from_slice(&col.field);
+                        }
+                    }
+                    write_long(out, 0);
+                }
+                _ => out.push(UNION_NULL),
+            }
+        }
         Ok(())
     }
 
-    fn write_row(&self, image: RowImage<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    /// The text of an unchanged TOAST value in column `i` that the old row
+    /// carries: a full old row has every column, a key-only one only keys.
+    #[inline]
+    fn toast_from_old<'t>(
+        i: usize,
+        col: &ColumnPlan,
+        old: Option<(OldTupleKind, &'t Tuple)>,
+    ) -> Option<&'t bytes::Bytes> {
+        old.and_then(|(kind, t)| match (kind, t.get(i)) {
+            (OldTupleKind::Key, _) if !col.is_key => None,
+            (_, Some(TupleValue::Text(text))) => Some(text),
+            _ => None,
+        })
+    }
+
+    /// Writes one row record; returns how many columns were written as
+    /// null because their unchanged TOAST value was not available.
+    fn write_row(&self, image: RowImage<'_>, out: &mut Vec<u8>) -> Result<usize, EncodeError> {
         let (tuple, old, key_only) = match image {
             RowImage::Full { tuple, old } => (tuple, old, false),
             RowImage::KeyOnly(tuple) => (tuple, None, true),
         };
         self.check_len(tuple)?;
+        let mut unavailable = 0;
         for (i, (col, value)) in self.columns.iter().zip(tuple).enumerate() {
             if key_only && !col.is_key {
                 // Not in a key-only row: null, or Debezium's zero value
@@ -409,23 +478,17 @@ impl EncodePlan {
             match value {
                 TupleValue::Text(text) => self.write_text(col, text, out)?,
                 TupleValue::Null => self.write_null(col, out)?,
-                TupleValue::UnchangedToast => {
-                    // The full old row has the value; a key-only one only
-                    // for key columns.
-                    let from_old = old.and_then(|(kind, t)| match (kind, t.get(i)) {
-                        (OldTupleKind::Key, _) if !col.is_key => None,
-                        (_, Some(TupleValue::Text(text))) => Some(text),
-                        _ => None,
-                    });
-                    match from_old {
-                        Some(text) => self.write_text(col, text, out)?,
-                        None => self.write_unavailable(col, out)?,
+                TupleValue::UnchangedToast => match Self::toast_from_old(i, col, old) {
+                    Some(text) => self.write_text(col, text, out)?,
+                    None => {
+                        self.write_unavailable(col, out)?;
+                        unavailable += 1;
                     }
-                }
+                },
                 TupleValue::Binary(_) => return Err(self.column_error(col, ErrorKind::Binary)),
             }
         }
-        Ok(())
+        Ok(unavailable)
     }
 
     fn write_key(
@@ -504,11 +567,13 @@ impl EncodePlan {
 
     fn write_unavailable(&self, col: &ColumnPlan, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let mark = out.len();
-        if col.nullable {
-            out.push(UNION_SECOND);
-        }
-        if col.ty.encode_unavailable(out) {
-            return Ok(());
+        if self.unchanged_toast == UnchangedToastMode::Placeholder {
+            if col.nullable {
+                out.push(UNION_SECOND);
+            }
+            if col.ty.encode_unavailable(out) {
+                return Ok(());
+            }
         }
         out.truncate(mark);
         if col.nullable {
@@ -646,6 +711,15 @@ mod tests {
     use apache_avro::types::Value;
     use bytes::Bytes;
     use std::sync::Arc;
+
+    /// Debezium's exact behaviour: default modes plus its unchanged TOAST
+    /// placeholder (siphon's default lists unavailable columns instead).
+    fn debezium() -> TypeModes {
+        TypeModes {
+            unchanged_toast: UnchangedToastMode::Placeholder,
+            ..TypeModes::default()
+        }
+    }
 
     fn naming() -> SchemaNaming {
         SchemaNaming {
@@ -831,7 +905,7 @@ mod tests {
     #[test]
     fn create_envelope() {
         let rel = orders();
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let ev = event(&rel, Op::Create, None, Some(full_row()));
         let expected = envelope(
             null(),
@@ -861,7 +935,7 @@ mod tests {
     #[test]
     fn nulls_in_nullable_columns() {
         let rel = orders();
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let new = vec![
             t("-2147483648"),
             t(""),
@@ -889,7 +963,7 @@ mod tests {
     #[test]
     fn update_with_full_old_row_fills_unchanged_toast() {
         let rel = orders();
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let mut new = full_row();
         new[2] = t("4");
         new[4] = TupleValue::UnchangedToast;
@@ -925,7 +999,7 @@ mod tests {
     #[test]
     fn update_without_old_row_uses_toast_placeholder() {
         let rel = orders();
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let mut new = full_row();
         new[4] = TupleValue::UnchangedToast;
         // price has no placeholder type: nullable → null.
@@ -952,7 +1026,7 @@ mod tests {
             ("id", oid::INT4, -1, true, false),
             ("n", oid::NUMERIC, -1, false, false),
         ]);
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let ev = event(
             &rel,
             Op::Update,
@@ -971,7 +1045,7 @@ mod tests {
     #[test]
     fn primary_key_change_with_key_only_old_row() {
         let rel = orders();
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let old = vec![
             t("7"),
             TupleValue::Null,
@@ -1033,7 +1107,7 @@ mod tests {
     #[test]
     fn delete_with_full_old_row() {
         let rel = orders();
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let ev = event(
             &rel,
             Op::Delete,
@@ -1058,7 +1132,7 @@ mod tests {
     #[test]
     fn truncate_envelope_has_no_rows_and_no_key() {
         let rel = orders();
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let ev = event(&rel, Op::Truncate, None, None);
         assert_eq!(encode(&plan, &ev), envelope(null(), null(), "t"));
         let mut key = Vec::new();
@@ -1072,7 +1146,7 @@ mod tests {
             ("a", oid::INT4, -1, false, true),
             ("b", oid::TEXT, -1, false, true),
         ]);
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         assert_eq!(plan.key_schema(), None);
         let ev = event(&rel, Op::Create, None, Some(vec![t("1"), t("x")]));
         let mut out = Vec::new();
@@ -1089,7 +1163,7 @@ mod tests {
     #[test]
     fn sequence_holds_full_width_lsns() {
         let rel = orders();
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let mut ev = event(&rel, Op::Create, None, Some(full_row()));
         ev.tx = Arc::new(SourceTx {
             commit_lsn: Lsn(u64::MAX),
@@ -1109,7 +1183,7 @@ mod tests {
     #[test]
     fn errors_name_table_and_column_but_not_the_value() {
         let rel = orders();
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let mut new = full_row();
         new[2] = t("secret-42");
         let ev = event(&rel, Op::Create, None, Some(new));
@@ -1152,7 +1226,7 @@ mod tests {
             ("id", oid::INT4, -1, true, false),
             ("price", oid::NUMERIC, (10 << 16 | 2) + 4, false, false),
         ]);
-        let strict_plan = EncodePlan::new(&strict, &naming()).unwrap();
+        let strict_plan = EncodePlan::with_modes(&strict, &naming(), &debezium()).unwrap();
         let ev = event(
             &strict,
             Op::Create,
@@ -1214,7 +1288,7 @@ mod tests {
             ("k", oid::TEXT, -1, true, false),
             ("v", oid::INT4, -1, false, true),
         ]);
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let old = vec![t("big-key"), TupleValue::Null];
         let new = vec![TupleValue::UnchangedToast, t("2")];
         let ev = event(
@@ -1352,7 +1426,7 @@ mod tests {
                 .map(|c| (c.0, c.1, c.2, c.0 == "i4", nullable && c.0 != "i4"))
                 .collect();
             let rel = relation(&spec);
-            let plan = EncodePlan::new(&rel, &naming()).unwrap();
+            let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
             let new: Tuple = cols.iter().map(|c| t(c.3)).collect();
             let expected: Vec<(String, Value)> = cols
                 .iter()
@@ -1420,7 +1494,7 @@ mod tests {
             ("ref", oid::UUID, -1, false, true),
             ("note", oid::VARCHAR, 260, false, true),
         ]);
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let new = vec![
             t("1234567890"),
             t("42"),
@@ -1490,7 +1564,7 @@ mod tests {
             ("addr", oid::INET, -1, false, true),
             ("span", oid::INT4RANGE, -1, false, true),
         ]);
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let new = vec![
             t("1234567890"),
             t("P1Y2M3DT4H5M6.789S"),

@@ -61,6 +61,7 @@
 use std::sync::Arc;
 
 use super::encode::{write_bytes, write_long};
+use super::modes::{self, TextEncoding, TypeModes};
 use crate::event::{CustomTypeKind, CustomTypes};
 
 /// Type OIDs of the built-in types (`pg_type.oid`, fixed by `pg_type.dat`).
@@ -350,6 +351,33 @@ pub enum ColumnType {
     /// A type siphon knows nothing about (an extension type, or a type the
     /// caller gave no catalog facts for) → `string` with its text form.
     Fallback,
+    /// `numeric` with `decimal.handling.mode=double` → `double`
+    /// (NaN/±Infinity as IEEE values).
+    DecimalDouble,
+    /// `numeric` with `decimal.handling.mode=string` → `string`, Java's
+    /// `BigDecimal.toString()`; NaN/±Infinity as `NAN`,
+    /// `POSITIVE_INFINITY`, `NEGATIVE_INFINITY`.
+    DecimalString,
+    /// `money` with `decimal.handling.mode=double` → `double`.
+    MoneyDouble,
+    /// `money` with `decimal.handling.mode=string` → `string` `-1234.56`.
+    MoneyString,
+    /// `date` with `time.precision.mode=connect` → int days, Connect `Date`.
+    ConnectDate,
+    /// `time` with `time.precision.mode=connect` → int milliseconds of the
+    /// day, Connect `Time`.
+    ConnectTime,
+    /// `timestamp` with `time.precision.mode=connect` → long milliseconds
+    /// since the epoch, Connect `Timestamp`.
+    ConnectTimestamp,
+    /// `bytea` with `binary.handling.mode=base64|base64-url-safe|hex` →
+    /// `string`.
+    BinaryText(TextEncoding),
+    /// `interval` with `interval.handling.mode=string` → ISO-8601 string,
+    /// `io.debezium.time.Interval`.
+    IsoInterval,
+    /// `hstore` with `hstore.handling.mode=map` → `map` of nullable strings.
+    HstoreMap,
 }
 
 /// Precision of a time/timestamp typmod: -1 (none) means PostgreSQL's
@@ -382,6 +410,16 @@ impl ColumnType {
     /// `custom`.
     pub fn resolve(type_oid: u32, type_modifier: i32, custom: &CustomTypes) -> ColumnType {
         resolve_at(type_oid, type_modifier, custom, 0)
+    }
+
+    /// [`ColumnType::resolve`] under the connector's handling modes.
+    pub fn resolve_with(
+        type_oid: u32,
+        type_modifier: i32,
+        custom: &CustomTypes,
+        modes: &TypeModes,
+    ) -> ColumnType {
+        modes.apply(resolve_at(type_oid, type_modifier, custom, 0))
     }
 
     /// Whether siphon has no dedicated mapping for this type and carries its
@@ -490,6 +528,18 @@ impl ColumnType {
                 element.write_schema(out, named);
                 out.push_str("]}");
             }
+            ColumnType::DecimalDouble
+            | ColumnType::DecimalString
+            | ColumnType::MoneyDouble
+            | ColumnType::MoneyString
+            | ColumnType::ConnectDate
+            | ColumnType::ConnectTime
+            | ColumnType::ConnectTimestamp
+            | ColumnType::BinaryText(_)
+            | ColumnType::IsoInterval
+            | ColumnType::HstoreMap => {
+                modes::write_mode_schema(self, out);
+            }
         }
     }
 
@@ -569,7 +619,7 @@ impl ColumnType {
             }
             ColumnType::Hstore => write_hstore_json(text, out)?,
             ColumnType::Bytes => write_bytea_hex(text, out)?,
-            ColumnType::Date => {
+            ColumnType::Date | ColumnType::ConnectDate => {
                 let days = match text {
                     b"infinity" => DATE_POSITIVE_INFINITY,
                     b"-infinity" => DATE_NEGATIVE_INFINITY,
@@ -580,12 +630,12 @@ impl ColumnType {
                 };
                 write_long(out, i64::from(days));
             }
-            ColumnType::TimeMillis | ColumnType::TimeMicros => {
+            ColumnType::TimeMillis | ColumnType::TimeMicros | ColumnType::ConnectTime => {
                 let (micros, rest) = parse_time(text).ok_or(ValueError::Malformed("time"))?;
                 if !rest.is_empty() {
                     return Err(ValueError::Malformed("time"));
                 }
-                if matches!(self, ColumnType::TimeMillis) {
+                if matches!(self, ColumnType::TimeMillis | ColumnType::ConnectTime) {
                     write_long(out, micros / 1000);
                 } else {
                     write_long(out, micros);
@@ -600,8 +650,13 @@ impl ColumnType {
                 let n = format_zoned_time(utc, &mut buf);
                 write_bytes(out, &buf[..n]);
             }
-            ColumnType::TimestampMillis | ColumnType::TimestampMicros => {
-                let millis = matches!(self, ColumnType::TimestampMillis);
+            ColumnType::TimestampMillis
+            | ColumnType::TimestampMicros
+            | ColumnType::ConnectTimestamp => {
+                let millis = matches!(
+                    self,
+                    ColumnType::TimestampMillis | ColumnType::ConnectTimestamp
+                );
                 let v = match text {
                     b"infinity" if millis => TIMESTAMP_MILLIS_POSITIVE_INFINITY,
                     b"-infinity" if millis => TIMESTAMP_MILLIS_NEGATIVE_INFINITY,
@@ -650,6 +705,15 @@ impl ColumnType {
             ColumnType::Array { element, delimiter } => {
                 super::array::write_array(text, *delimiter, element, out)?
             }
+            ColumnType::DecimalDouble => modes::write_decimal_double(text, out)?,
+            ColumnType::DecimalString => modes::write_decimal_string(text, out)?,
+            ColumnType::MoneyDouble | ColumnType::MoneyString => {
+                let cents = parse_money(text).ok_or(ValueError::Malformed("money"))?;
+                modes::write_money(cents, *self == ColumnType::MoneyString, out);
+            }
+            ColumnType::BinaryText(encoding) => modes::write_bytea_text(text, *encoding, out)?,
+            ColumnType::IsoInterval => modes::write_iso_interval(text, out)?,
+            ColumnType::HstoreMap => modes::write_hstore_map(text, out)?,
         }
         Ok(())
     }
@@ -671,10 +735,20 @@ impl ColumnType {
             | ColumnType::TimestampMillis
             | ColumnType::TimestampMicros
             | ColumnType::MicroDuration
-            // An empty array is a single zero block count.
-            | ColumnType::Array { .. } => write_long(out, 0),
+            | ColumnType::ConnectDate
+            | ColumnType::ConnectTime
+            | ColumnType::ConnectTimestamp
+            // An empty array or map is a single zero block count.
+            | ColumnType::Array { .. }
+            | ColumnType::HstoreMap => write_long(out, 0),
             ColumnType::Float32 => out.extend_from_slice(&0f32.to_le_bytes()),
-            ColumnType::Float64 => out.extend_from_slice(&0f64.to_le_bytes()),
+            ColumnType::Float64 | ColumnType::DecimalDouble | ColumnType::MoneyDouble => {
+                out.extend_from_slice(&0f64.to_le_bytes())
+            }
+            ColumnType::DecimalString => write_bytes(out, b"0"),
+            ColumnType::MoneyString => write_bytes(out, b"0.00"),
+            ColumnType::IsoInterval => write_bytes(out, b"P0Y0M0DT0H0M0S"),
+            ColumnType::BinaryText(_) => write_bytes(out, b""),
             ColumnType::Decimal { .. } | ColumnType::Money => write_bytes(out, &[0]),
             ColumnType::VariableScaleDecimal => {
                 write_long(out, 0);
@@ -716,8 +790,16 @@ impl ColumnType {
             | ColumnType::Fallback
             | ColumnType::Bytes
             | ColumnType::ZonedTime
-            | ColumnType::ZonedTimestamp { .. } => {
+            | ColumnType::ZonedTimestamp { .. }
+            | ColumnType::DecimalString
+            | ColumnType::MoneyString
+            | ColumnType::IsoInterval => {
                 write_bytes(out, UNAVAILABLE_VALUE_PLACEHOLDER.as_bytes());
+                true
+            }
+            // Debezium converts its bytes placeholder like any bytea value.
+            ColumnType::BinaryText(encoding) => {
+                modes::write_placeholder_text(*encoding, out);
                 true
             }
             // Debezium's array placeholders: the placeholder string as the

@@ -10,6 +10,7 @@
 
 mod reader;
 mod secret;
+mod types;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -73,6 +74,8 @@ pub struct ConnectorConfig {
     pub kafka: KafkaConfig,
     pub registry: RegistryConfig,
     pub pipeline: PipelineConfig,
+    /// `[types]`: how column values are represented (handling modes).
+    pub types: crate::avro::modes::TypeModes,
 }
 
 #[derive(Clone, Debug)]
@@ -396,6 +399,7 @@ fn read_connector(
     let mut kafka = top.section("kafka");
     let mut registry = top.section("registry");
     let mut pipeline = top.section("pipeline");
+    let types = types::read_types(top.section("types"));
     top.finish();
 
     let default_object = name
@@ -628,6 +632,7 @@ fn read_connector(
             channel_capacity_events,
             channel_capacity_bytes,
         },
+        types,
     })
 }
 

@@ -305,7 +305,7 @@ impl Writer {
         }
         let table = format!("{}.{}", rv.relation.schema, rv.relation.name);
         let encode =
-            EncodePlan::new(rv, &self.naming).map_err(|source| ConnectorError::Schema {
+            EncodePlan::with_modes(rv, &self.naming, &self.cfg.types).map_err(|source| ConnectorError::Schema {
                 table: table.clone(),
                 source,
             })?;
