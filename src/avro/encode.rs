@@ -1021,6 +1021,89 @@ mod tests {
     }
 
     #[test]
+    fn update_without_old_row_writes_null_and_lists_unavailable_columns() {
+        // siphon's default: no placeholder; NOT NULL toastable columns are
+        // nullable in Value, and the envelope names what is missing.
+        let rel = relation(&[
+            ("id", oid::INT4, -1, true, false),
+            ("doc", oid::TEXT, -1, false, false),
+            ("n", oid::NUMERIC, -1, false, false),
+            ("tags", 1009, -1, false, true), // text[]
+            ("qty", oid::INT4, -1, false, false),
+        ]);
+        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let ev = event(
+            &rel,
+            Op::Update,
+            None,
+            Some(vec![
+                t("1"),
+                TupleValue::UnchangedToast,
+                t("2.5"),
+                TupleValue::UnchangedToast,
+                t("4"),
+            ]),
+        );
+        let Value::Record(fields) = encode(&plan, &ev) else {
+            panic!("not a record")
+        };
+        let after = fields.iter().find(|(n, _)| n == "after").unwrap();
+        assert_eq!(
+            after.1,
+            some(record(vec![
+                ("id", Value::Int(1)),
+                ("doc", null()),
+                (
+                    "n",
+                    some(record(vec![
+                        ("scale", Value::Int(1)),
+                        ("value", Value::Bytes(vec![25])),
+                    ]))
+                ),
+                ("tags", null()),
+                ("qty", Value::Int(4)),
+            ]))
+        );
+        assert_eq!(
+            fields.last().unwrap(),
+            &(
+                "unavailable_columns".to_string(),
+                some(Value::Array(vec![s("doc"), s("tags")]))
+            )
+        );
+
+        // With a full old row nothing is unavailable.
+        let full = event(
+            &rel,
+            Op::Update,
+            Some((
+                OldTupleKind::Full,
+                vec![t("1"), t("old doc"), t("2.5"), t("{a}"), t("3")],
+            )),
+            Some(vec![
+                t("1"),
+                TupleValue::UnchangedToast,
+                t("2.5"),
+                TupleValue::UnchangedToast,
+                t("4"),
+            ]),
+        );
+        let Value::Record(fields) = encode(&plan, &full) else {
+            panic!("not a record")
+        };
+        let after = &fields.iter().find(|(n, _)| n == "after").unwrap().1;
+        let Value::Union(1, after) = after else {
+            panic!("{after:?}")
+        };
+        let Value::Record(after) = &**after else {
+            panic!()
+        };
+        assert_eq!(after[1].1, some(s("old doc")));
+        assert_eq!(after[3].1, some(Value::Array(vec![some(s("a"))])));
+        assert_eq!(fields.last().unwrap().1, null());
+    }
+
+    #[test]
     fn unavailable_toast_in_not_null_non_placeholder_column_is_an_error() {
         let rel = relation(&[
             ("id", oid::INT4, -1, true, false),

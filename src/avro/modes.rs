@@ -457,7 +457,11 @@ fn money_plain(cents: i64, buf: &mut [u8; 24]) -> usize {
     for i in 0..2 {
         // Pad "5" cents to "05".
         let from_end = 2 - i;
-        buf[len] = if n >= from_end { digits[n - from_end] } else { b'0' };
+        buf[len] = if n >= from_end {
+            digits[n - from_end]
+        } else {
+            b'0'
+        };
         len += 1;
     }
     len
@@ -526,8 +530,9 @@ pub(super) fn write_bytea_text(
                 let b0 = byte(i)?;
                 let b1 = if i + 1 < n { Some(byte(i + 1)?) } else { None };
                 let b2 = if i + 2 < n { Some(byte(i + 2)?) } else { None };
-                let group =
-                    (u32::from(b0) << 16) | (u32::from(b1.unwrap_or(0)) << 8) | u32::from(b2.unwrap_or(0));
+                let group = (u32::from(b0) << 16)
+                    | (u32::from(b1.unwrap_or(0)) << 8)
+                    | u32::from(b2.unwrap_or(0));
                 out.push(alphabet[(group >> 18) as usize & 63]);
                 out.push(alphabet[(group >> 12) as usize & 63]);
                 out.push(if b1.is_some() {
@@ -641,7 +646,11 @@ pub(super) fn write_iso_interval(text: &[u8], out: &mut Vec<u8>) -> Result<(), V
         len += bytes.len();
     };
     push(b"P");
-    for (i, (value, unit)) in fields.iter().zip([b"Y", b"M", b"D", b"H", b"M"]).enumerate() {
+    for (i, (value, unit)) in fields
+        .iter()
+        .zip([b"Y", b"M", b"D", b"H", b"M"])
+        .enumerate()
+    {
         if i == 3 {
             push(b"T");
         }
@@ -805,7 +814,10 @@ mod tests {
             ("-0.00000012", "-1.2E-7"),
             ("0.000000120", "1.20E-7"),
             ("0.0000000", "0E-7"),
-            ("1000000000000000000000000000000", "1000000000000000000000000000000"),
+            (
+                "1000000000000000000000000000000",
+                "1000000000000000000000000000000",
+            ),
             ("NaN", "NAN"),
             ("Infinity", "POSITIVE_INFINITY"),
             ("-Infinity", "NEGATIVE_INFINITY"),
@@ -877,7 +889,16 @@ mod tests {
             write_iso_interval(pg.as_bytes(), &mut out).unwrap();
             assert_eq!(avro_string(&out), dbz, "{pg}");
         }
-        for bad in ["", "P", "1D", "PT1Y", "P1.5D", "P1D1Y", "P1", "PT1.1234567S"] {
+        for bad in [
+            "",
+            "P",
+            "1D",
+            "PT1Y",
+            "P1.5D",
+            "P1D1Y",
+            "P1",
+            "PT1.1234567S",
+        ] {
             assert!(
                 write_iso_interval(bad.as_bytes(), &mut Vec::new()).is_err(),
                 "{bad}"
@@ -888,10 +909,23 @@ mod tests {
     #[test]
     fn toastable_types() {
         let custom = CustomTypes::new();
-        for oid in [oid::TEXT, oid::BYTEA, oid::NUMERIC, oid::JSONB, 1007, oid::VARBIT] {
+        for oid in [
+            oid::TEXT,
+            oid::BYTEA,
+            oid::NUMERIC,
+            oid::JSONB,
+            1007,
+            oid::VARBIT,
+        ] {
             assert!(toastable(oid, &custom), "{oid}");
         }
-        for oid in [oid::INT4, oid::UUID, oid::TIMESTAMPTZ, oid::INTERVAL, oid::NAME] {
+        for oid in [
+            oid::INT4,
+            oid::UUID,
+            oid::TIMESTAMPTZ,
+            oid::INTERVAL,
+            oid::NAME,
+        ] {
             assert!(!toastable(oid, &custom), "{oid}");
         }
         // Unknown extension types: assume they can be toasted.

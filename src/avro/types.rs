@@ -2970,6 +2970,12 @@ mod tests {
                     .unwrap_or("")
                     .to_string();
                 match ty {
+                    "map" => {
+                        let values = o["values"].as_array().expect("union values");
+                        assert_eq!(values[0], J::String("null".into()), "nullable values");
+                        let (t, c) = describe(&values[1]);
+                        (format!("map<{t}>"), c)
+                    }
                     "array" => {
                         let items = o["items"].as_array().expect("union items");
                         assert_eq!(items[0], J::String("null".into()), "nullable items");
@@ -2988,17 +2994,42 @@ mod tests {
         }
     }
 
+    /// `` `decimal_handling_mode = "double"` `` → the modes it sets.
+    fn doc_mode(cell: &str) -> Option<TypeModes> {
+        use super::modes::*;
+        let (key, value) = cell.trim_matches('`').split_once(" = ")?;
+        let value = value.trim_matches('"');
+        let mut modes = TypeModes::default();
+        match key {
+            "decimal_handling_mode" => modes.decimal = DecimalMode::parse(value)?,
+            "time_precision_mode" => modes.time_precision = TimePrecisionMode::parse(value)?,
+            "binary_handling_mode" => modes.binary = BinaryMode::parse(value)?,
+            "interval_handling_mode" => modes.interval = IntervalMode::parse(value)?,
+            "hstore_handling_mode" => modes.hstore = HstoreMode::parse(value)?,
+            _ => panic!("unknown mode in docs/types.md: {cell}"),
+        }
+        Some(modes)
+    }
+
     #[test]
     fn docs_type_table_matches_the_mapping() {
         let doc = include_str!("../../docs/types.md");
         let mut checked = std::collections::BTreeSet::new();
         for line in doc.lines().filter(|l| l.starts_with('|')) {
             let c = cells(line);
+            // Rows of the handling-mode tables start with the mode.
+            let (modes, c) = match c.len() {
+                7 => match doc_mode(&c[0]) {
+                    Some(modes) => (modes, c[1..].to_vec()),
+                    None => continue, // the header
+                },
+                _ => (TypeModes::default(), c),
+            };
             assert_eq!(c.len(), 6, "row with 6 cells: {line}");
             let (Ok(type_oid), Ok(typmod)) = (c[1].parse::<u32>(), c[2].parse::<i32>()) else {
                 continue;
             };
-            let ty = ColumnType::from_pg(type_oid, typmod);
+            let ty = ColumnType::resolve_with(type_oid, typmod, &CustomTypes::new(), &modes);
             assert!(!ty.is_fallback(), "{line}");
             let mut json = String::new();
             ty.write_schema(&mut json, &mut NamedTypes::default());
@@ -3068,6 +3099,22 @@ mod tests {
             ColumnType::from_pg(1009, -1),
             ColumnType::from_pg(1231, -1),
             ColumnType::from_pg(1185, -1),
+            ColumnType::DecimalDouble,
+            ColumnType::DecimalString,
+            ColumnType::MoneyDouble,
+            ColumnType::MoneyString,
+            ColumnType::ConnectDate,
+            ColumnType::ConnectTime,
+            ColumnType::ConnectTimestamp,
+            ColumnType::BinaryText(TextEncoding::Base64),
+            ColumnType::BinaryText(TextEncoding::Base64UrlSafe),
+            ColumnType::BinaryText(TextEncoding::Hex),
+            ColumnType::IsoInterval,
+            ColumnType::HstoreMap,
+            ColumnType::Array {
+                element: Box::new(ColumnType::DecimalString),
+                delimiter: b',',
+            },
         ]
     }
 

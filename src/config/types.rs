@@ -63,10 +63,7 @@ fn mode<M: Default>(
     match section.optional::<String>(key) {
         None => M::default(),
         Some(text) => parse(&text).unwrap_or_else(|| {
-            section.problem_at(
-                key,
-                &format!("must be one of {}, got {text:?}", choices()),
-            );
+            section.problem_at(key, &format!("must be one of {}, got {text:?}", choices()));
             M::default()
         }),
     }
