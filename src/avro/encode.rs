@@ -30,9 +30,17 @@
 //!   writer's job: [`EncodePlan::key_changed`] tells it when, and the two
 //!   halves are ordinary delete and create events for this encoder.
 //! - an unchanged TOAST value in the new row is taken from the full old row
-//!   when there is one; otherwise strings and bytes get Debezium's
-//!   placeholder `__debezium_unavailable_value` and other types null (an
-//!   error when the column is NOT NULL).
+//!   when there is one. Otherwise, under `unchanged_toast = "placeholder"`,
+//!   strings and bytes get Debezium's placeholder
+//!   `__debezium_unavailable_value` and other types null (an error when the
+//!   column is NOT NULL).
+//!
+//! Where siphon differs by default (`unchanged_toast = "null"`, see
+//! `docs/types.md`): such a value is written as null (the plan made every
+//! toastable non-key column nullable) and the envelope's last field,
+//! `unavailable_columns`, lists the `after` fields concerned. Counting
+//! happens while the row is written; the names are written only when the
+//! count is non-zero, so events without unchanged values pay one byte.
 //! - truncate: `before` and `after` null, op `t`, no key.
 //! - `source.sequence` is a JSON array of two decimal LSN strings, e.g.
 //!   `["22374900","22374784"]`. Debezium puts the end LSN of the previous

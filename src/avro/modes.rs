@@ -381,11 +381,15 @@ fn check_plain_decimal(text: &[u8]) -> Result<(&[u8], &[u8], bool), ValueError> 
 /// exponent is below -6 (`0.0000001` → `1E-7`, `0.0000000` → `0E-7`).
 /// NaN and the infinities are Debezium's `SpecialValueDecimal` names.
 pub(super) fn write_decimal_string(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
-    match text {
-        b"NaN" => return Ok(write_bytes(out, b"NAN")),
-        b"Infinity" => return Ok(write_bytes(out, b"POSITIVE_INFINITY")),
-        b"-Infinity" => return Ok(write_bytes(out, b"NEGATIVE_INFINITY")),
-        _ => {}
+    let special: &[u8] = match text {
+        b"NaN" => b"NAN",
+        b"Infinity" => b"POSITIVE_INFINITY",
+        b"-Infinity" => b"NEGATIVE_INFINITY",
+        _ => b"",
+    };
+    if !special.is_empty() {
+        write_bytes(out, special);
+        return Ok(());
     }
     let (int, frac, negative) = check_plain_decimal(text)?;
     // The unscaled value's digits without leading zeros ("0" for zero).
@@ -664,7 +668,6 @@ pub(super) fn write_iso_interval(text: &[u8], out: &mut Vec<u8>) -> Result<(), V
     }
     // BigDecimal.stripTrailingZeros().toPlainString(): "6.780" → "6.78",
     // "-0.0" → "0".
-    let mut seconds = seconds;
     if seconds.contains(&b'.') {
         while let [head @ .., b'0'] = seconds {
             seconds = head;

@@ -8,7 +8,11 @@
 //! `hstore.handling.mode=json`, `money.fraction.digits=2`), including the
 //! `connect.*` properties that Connect-based consumers use to recognise
 //! logical types. `docs/types.md` lists every type with an example; a test
-//! keeps that table and [`ColumnType::from_pg`] in agreement.
+//! keeps that table and [`ColumnType::from_pg`] in agreement. Debezium's
+//! other handling modes are variants too (`DecimalDouble`, `ConnectTime`,
+//! `IsoInterval`, …); [`ColumnType::resolve_with`] picks them once per
+//! relation version ([`super::modes`]), so encoding a value never looks at
+//! the modes.
 //!
 //! Types with fixed OIDs (everything `initdb` creates from `pg_type.dat`)
 //! are mapped from the OID alone. Enums, domains, composites, extension
