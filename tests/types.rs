@@ -1682,16 +1682,10 @@ const MODES_C: &str = r#"
 binary_handling_mode = "base64-url-safe"
 "#;
 
-/// `numeric` as Java's `BigDecimal.toString()` (plain unless the adjusted
-/// exponent is below -6), NaN/infinities as Debezium's names.
+/// `numeric` as the plain decimal, NaN/infinities as Debezium's names
+/// (what Debezium 3.6.3 writes with `decimal.handling.mode=string`).
 const DEC_STRING: &str = "CASE WHEN {0} = 'NaN' THEN 'NAN' WHEN {0} = 'Infinity' THEN 'POSITIVE_INFINITY' \
-     WHEN {0} = '-Infinity' THEN 'NEGATIVE_INFINITY' \
-     WHEN {0} = 0 THEN CASE WHEN scale({0}) > 6 THEN '0E-' || scale({0}) ELSE ({0})::text END \
-     WHEN length(ltrim(replace(abs({0})::text, '.', ''), '0')) - 1 - scale({0}) >= -6 THEN ({0})::text \
-     ELSE CASE WHEN {0} < 0 THEN '-' ELSE '' END || left(ltrim(replace(abs({0})::text, '.', ''), '0'), 1) \
-       || CASE WHEN length(ltrim(replace(abs({0})::text, '.', ''), '0')) > 1 \
-          THEN '.' || substr(ltrim(replace(abs({0})::text, '.', ''), '0'), 2) ELSE '' END \
-       || 'E' || (length(ltrim(replace(abs({0})::text, '.', ''), '0')) - 1 - scale({0}))::text END";
+     WHEN {0} = '-Infinity' THEN 'NEGATIVE_INFINITY' ELSE ({0})::text END";
 const FLOAT8: &str = "({})::float8::text";
 const MONEY_FLOAT8: &str = "({})::numeric::float8::text";
 const MONEY_TEXT: &str = "({})::numeric::text";

@@ -70,8 +70,8 @@ mode_enum! {
         Precise = "precise",
         /// Avro `double`; NaN/±Infinity as IEEE values.
         Double = "double",
-        /// Avro `string`: Java's `BigDecimal.toString()`; NaN/±Infinity as
-        /// `NAN`, `POSITIVE_INFINITY`, `NEGATIVE_INFINITY`.
+        /// Avro `string`: the plain decimal; NaN/±Infinity as `NAN`,
+        /// `POSITIVE_INFINITY`, `NEGATIVE_INFINITY`.
         String = "string",
     }
 }
@@ -376,63 +376,21 @@ fn check_plain_decimal(text: &[u8]) -> Result<(&[u8], &[u8], bool), ValueError> 
     Ok((int, frac, negative))
 }
 
-/// `numeric` text → Java's `BigDecimal.toString()` of the same value
-/// (`decimal.handling.mode=string`): the plain text unless the adjusted
-/// exponent is below -6 (`0.0000001` → `1E-7`, `0.0000000` → `0E-7`).
-/// NaN and the infinities are Debezium's `SpecialValueDecimal` names.
+/// `numeric` text → `string` (`decimal.handling.mode=string`): the plain
+/// decimal as PostgreSQL prints it, which is what Debezium 3.6.3 writes
+/// (`0.0000001`, `12.3400`, never an exponent). NaN and the infinities are
+/// Debezium's `SpecialValueDecimal` names.
 pub(super) fn write_decimal_string(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
     let special: &[u8] = match text {
         b"NaN" => b"NAN",
         b"Infinity" => b"POSITIVE_INFINITY",
         b"-Infinity" => b"NEGATIVE_INFINITY",
-        _ => b"",
-    };
-    if !special.is_empty() {
-        write_bytes(out, special);
-        return Ok(());
-    }
-    let (int, frac, negative) = check_plain_decimal(text)?;
-    // The unscaled value's digits without leading zeros ("0" for zero).
-    let mut coefficient_len = int.len() + frac.len();
-    let leading_zeros = int
-        .iter()
-        .chain(frac)
-        .take_while(|&&c| c == b'0')
-        .count()
-        .min(coefficient_len - 1);
-    coefficient_len -= leading_zeros;
-    let is_zero = int.iter().chain(frac).all(|&c| c == b'0');
-    let adjusted = coefficient_len as i64 - 1 - frac.len() as i64;
-    if adjusted >= -6 {
-        // Plain notation, as PostgreSQL printed it (minus a negative zero's
-        // sign, which BigDecimal does not have).
-        let body = if negative && is_zero {
-            &text[1..]
-        } else {
+        _ => {
+            check_plain_decimal(text)?;
             text
-        };
-        write_bytes(out, body);
-        return Ok(());
-    }
-    // Scientific: d[.ddd]E-n over the coefficient's digits.
-    let digits = || int.iter().chain(frac).skip(leading_zeros);
-    let mut exponent = [0u8; 20];
-    let exponent_len = super::types::fmt_u64(adjusted.unsigned_abs(), &mut exponent);
-    let sign = usize::from(negative && !is_zero);
-    let dot = usize::from(coefficient_len > 1);
-    let len = sign + coefficient_len + dot + 2 + exponent_len;
-    write_long(out, len as i64);
-    if sign == 1 {
-        out.push(b'-');
-    }
-    for (i, &d) in digits().enumerate() {
-        out.push(d);
-        if i == 0 && dot == 1 {
-            out.push(b'.');
         }
-    }
-    out.extend_from_slice(b"E-");
-    out.extend_from_slice(&exponent[20 - exponent_len..]);
+    };
+    write_bytes(out, special);
     Ok(())
 }
 
@@ -807,16 +765,16 @@ mod tests {
     }
 
     #[test]
-    fn decimal_string_is_java_big_decimal_to_string() {
+    fn decimal_string_is_the_plain_decimal() {
+        // As Debezium 3.6.3 wrote these values (pgoutput, streaming).
         for (pg, java) in [
             ("12.3400", "12.3400"),
             ("0", "0"),
             ("0.00", "0.00"),
             ("-0.000001", "-0.000001"),
-            ("0.0000001", "1E-7"),
-            ("-0.00000012", "-1.2E-7"),
-            ("0.000000120", "1.20E-7"),
-            ("0.0000000", "0E-7"),
+            ("0.0000001", "0.0000001"),
+            ("-0.00000012", "-0.00000012"),
+            ("0.0000000", "0.0000000"),
             (
                 "1000000000000000000000000000000",
                 "1000000000000000000000000000000",

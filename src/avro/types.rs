@@ -358,9 +358,9 @@ pub enum ColumnType {
     /// `numeric` with `decimal.handling.mode=double` → `double`
     /// (NaN/±Infinity as IEEE values).
     DecimalDouble,
-    /// `numeric` with `decimal.handling.mode=string` → `string`, Java's
-    /// `BigDecimal.toString()`; NaN/±Infinity as `NAN`,
-    /// `POSITIVE_INFINITY`, `NEGATIVE_INFINITY`.
+    /// `numeric` with `decimal.handling.mode=string` → `string`, the plain
+    /// decimal; NaN/±Infinity as `NAN`, `POSITIVE_INFINITY`,
+    /// `NEGATIVE_INFINITY`.
     DecimalString,
     /// `money` with `decimal.handling.mode=double` → `double`.
     MoneyDouble,
