@@ -18,7 +18,7 @@
 use crate::event::{CustomTypeKind, CustomTypes};
 
 use super::encode::{write_bytes, write_long};
-use super::types::{ColumnType, UNAVAILABLE_VALUE_PLACEHOLDER, ValueError, oid};
+use super::types::{ColumnType, ValueError, oid};
 
 macro_rules! mode_enum {
     (
@@ -512,17 +512,6 @@ pub(super) fn write_bytea_text(
         }
     }
     Ok(())
-}
-
-/// Appends Debezium's bytes placeholder in `encoding`.
-pub(super) fn write_placeholder_text(encoding: TextEncoding, out: &mut Vec<u8>) {
-    let mut hex = Vec::with_capacity(2 + 2 * UNAVAILABLE_VALUE_PLACEHOLDER.len());
-    hex.extend_from_slice(b"\\x");
-    for b in UNAVAILABLE_VALUE_PLACEHOLDER.bytes() {
-        hex.extend_from_slice(format!("{b:02x}").as_bytes());
-    }
-    // The placeholder is valid hex by construction.
-    let _ = write_bytea_text(&hex, encoding, out);
 }
 
 fn hex_value(c: u8) -> Option<u8> {

