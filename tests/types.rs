@@ -39,6 +39,8 @@ enum K {
     Point,
     /// A JSON document, compared as parsed JSON.
     Json,
+    /// An Avro map of nullable strings; PostgreSQL gives a JSON object.
+    Map,
 }
 
 /// One column: name, SQL type, how to compare, the SQL expression (with
@@ -1385,8 +1387,8 @@ fn actual(kind: K, v: &Value) -> Option<String> {
     }
     Some(match (kind, v) {
         (K::Text, Value::String(s)) => s.clone(),
-        (K::Int, Value::Int(i)) => i.to_string(),
-        (K::Int, Value::Long(l)) => l.to_string(),
+        (K::Int, Value::Int(i) | Value::Date(i) | Value::TimeMillis(i)) => i.to_string(),
+        (K::Int, Value::Long(l) | Value::TimestampMillis(l)) => l.to_string(),
         (K::Bool, Value::Boolean(b)) => b.to_string(),
         (K::F32, Value::Float(f)) => format!("{f:?}"),
         (K::F64, Value::Double(f)) => format!("{f:?}"),
@@ -1413,6 +1415,17 @@ fn actual(kind: K, v: &Value) -> Option<String> {
             format!("{x:?},{y:?}")
         }
         (K::Json, Value::String(s)) => json_text(s),
+        (K::Map, Value::Map(m)) => {
+            let sorted: BTreeMap<&String, Option<&String>> = m
+                .iter()
+                .map(|(k, v)| match unwrap_union(v) {
+                    Value::Null => (k, None),
+                    Value::String(s) => (k, Some(s)),
+                    other => panic!("map value {other:?}"),
+                })
+                .collect();
+            serde_json::to_string(&sorted).unwrap()
+        }
         (kind, v) => panic!("{kind:?} column holds {v:?}"),
     })
 }
@@ -1448,6 +1461,11 @@ fn normalize(kind: K, pg: &str) -> String {
             format!("{},{}", f(x), f(y))
         }
         K::Json => json_text(pg),
+        K::Map => {
+            let sorted: BTreeMap<String, Option<String>> =
+                serde_json::from_str(pg).expect("hstore_to_json");
+            serde_json::to_string(&sorted).unwrap()
+        }
         _ => pg.to_string(),
     }
 }
@@ -1634,5 +1652,552 @@ async fn every_type_arrives_as_postgres_says() {
         !siphon.log().contains("unknown to siphon"),
         "unexpected fallback warning:\n{}",
         siphon.log()
+    );
+}
+
+// ---------------------------------------------------------------------
+// Handling modes: the same rows read by three connectors whose `[types]`
+// differ; each one's values are compared with PostgreSQL's under the
+// representation its modes promise (docs/types.md, "Handling modes").
+
+/// Connector A: the numeric/temporal/string alternatives.
+const MODES_A: &str = r#"
+[types]
+decimal_handling_mode = "double"
+time_precision_mode = "connect"
+binary_handling_mode = "base64"
+interval_handling_mode = "string"
+hstore_handling_mode = "map"
+"#;
+/// Connector B: the remaining non-default modes.
+const MODES_B: &str = r#"
+[types]
+decimal_handling_mode = "string"
+time_precision_mode = "adaptive_time_microseconds"
+binary_handling_mode = "hex"
+"#;
+/// Connector C: URL-safe Base64, everything else at its default.
+const MODES_C: &str = r#"
+[types]
+binary_handling_mode = "base64-url-safe"
+"#;
+
+/// `numeric` as the plain decimal, NaN/infinities as Debezium's names
+/// (what Debezium 3.6.3 writes with `decimal.handling.mode=string`).
+const DEC_STRING: &str = "CASE WHEN {0} = 'NaN' THEN 'NAN' WHEN {0} = 'Infinity' THEN 'POSITIVE_INFINITY' \
+     WHEN {0} = '-Infinity' THEN 'NEGATIVE_INFINITY' ELSE ({0})::text END";
+const FLOAT8: &str = "({})::float8::text";
+const MONEY_FLOAT8: &str = "({})::numeric::float8::text";
+const MONEY_TEXT: &str = "({})::numeric::text";
+/// Connect `Time`: milliseconds of the day, truncated.
+const CONNECT_TIME: &str = "floor(extract(epoch FROM {}) * 1000)::bigint::text";
+/// Connect `Timestamp`: milliseconds since the epoch, floored; Debezium's
+/// infinity numbers.
+const CONNECT_TS: &str = "CASE WHEN {0} = 'infinity' THEN '9223372036825200' WHEN {0} = '-infinity' THEN '-9223372036832400' \
+     ELSE floor(extract(epoch FROM {0}) * 1000)::bigint::text END";
+const BASE64: &str = "replace(encode({}, 'base64'), E'\\n', '')";
+const BASE64_URL: &str = "translate(replace(encode({}, 'base64'), E'\\n', ''), '+/', '-_')";
+const HEX: &str = "encode({}, 'hex')";
+/// Debezium's `Interval.toIsoString`: every component, seconds without
+/// trailing zeros.
+const ISO_INTERVAL: &str = "'P' || extract(year FROM {0})::text || 'Y' || extract(month FROM {0})::text || 'M' \
+     || extract(day FROM {0})::text || 'DT' || extract(hour FROM {0})::text || 'H' \
+     || extract(minute FROM {0})::text || 'M' || trim_scale(extract(second FROM {0}))::text || 'S'";
+const HSTORE_JSON: &str = "hstore_to_json({})::text";
+
+/// One column of the modes table and how connectors A, B and C each
+/// represent it.
+struct ModeCol {
+    name: &'static str,
+    decl: &'static str,
+    array: bool,
+    values: [&'static str; 5],
+    views: [(K, &'static str); 3],
+}
+
+fn mode_specs() -> Vec<ModeCol> {
+    use K::*;
+    let scalar = |name, decl, values, views| ModeCol {
+        name,
+        decl,
+        array: false,
+        values,
+        views,
+    };
+    let array = |name, decl, values, views| ModeCol {
+        name,
+        decl,
+        array: true,
+        values,
+        views,
+    };
+    vec![
+        scalar(
+            "n",
+            "numeric",
+            ["12.3400", "NULL", "'NaN'", "0.0000001", "'-Infinity'"],
+            [(F64, FLOAT8), (Text, DEC_STRING), (Vsd, VSD)],
+        ),
+        scalar(
+            "nb",
+            "numeric",
+            [
+                "0.0000000",
+                "NULL",
+                "'Infinity'",
+                "-0.00000012",
+                "12345678901234567890123456789012345678901234567890.5",
+            ],
+            [(F64, FLOAT8), (Text, DEC_STRING), (Vsd, VSD)],
+        ),
+        scalar(
+            "n2",
+            "numeric(10,2)",
+            ["12.30", "NULL", "-99999999.99", "0", "'NaN'"],
+            [(F64, FLOAT8), (Text, DEC_STRING), (Dec(2), NUMERIC)],
+        ),
+        scalar(
+            "m",
+            "money",
+            [
+                "1234.56",
+                "NULL",
+                "'-92233720368547758.08'",
+                "'92233720368547758.07'",
+                "0",
+            ],
+            [
+                (F64, MONEY_FLOAT8),
+                (Text, MONEY_TEXT),
+                (Dec(2), MONEY_TEXT),
+            ],
+        ),
+        array(
+            "a_n",
+            "numeric[]",
+            [
+                "'{1.5,NULL,NaN}'",
+                "NULL",
+                "'{}'",
+                "'{0.0000001,-Infinity}'",
+                "'{{1,2},{3,NULL}}'",
+            ],
+            [(F64, FLOAT8), (Text, DEC_STRING), (Vsd, VSD)],
+        ),
+        scalar(
+            "d",
+            "date",
+            [
+                "'2024-01-02'",
+                "NULL",
+                "'infinity'",
+                "'-infinity'",
+                "'0044-03-15 BC'",
+            ],
+            [(Int, DATE), (Int, DATE), (Int, DATE)],
+        ),
+        scalar(
+            "t",
+            "time",
+            [
+                "'04:05:06.789123'",
+                "NULL",
+                "'00:00:00'",
+                "'23:59:59.999999'",
+                "'24:00:00'",
+            ],
+            [(Int, CONNECT_TIME), (Int, MICROTIME), (Int, MICROTIME)],
+        ),
+        scalar(
+            "t3",
+            "time(3)",
+            [
+                "'04:05:06.789'",
+                "NULL",
+                "'00:00:00'",
+                "'23:59:59.999'",
+                "'12:00:00.5'",
+            ],
+            [(Int, CONNECT_TIME), (Int, MICROTIME), (Int, MILLITIME)],
+        ),
+        scalar(
+            "ts",
+            "timestamp",
+            [
+                "'2024-01-02 03:04:05.123456'",
+                "NULL",
+                "'infinity'",
+                "'-infinity'",
+                "'0044-03-15 12:00:00.999999 BC'",
+            ],
+            [(Int, CONNECT_TS), (Int, MICROTS), (Int, MICROTS)],
+        ),
+        scalar(
+            "ts3",
+            "timestamp(3)",
+            [
+                "'2024-01-02 03:04:05.123'",
+                "NULL",
+                "'1969-12-31 23:59:59.999'",
+                "'infinity'",
+                "'2000-01-01'",
+            ],
+            [(Int, CONNECT_TS), (Int, MILLITS), (Int, MILLITS)],
+        ),
+        array(
+            "a_d",
+            "date[]",
+            [
+                "'{2024-01-02,NULL}'",
+                "NULL",
+                "'{}'",
+                "'{infinity}'",
+                "'{1970-01-01}'",
+            ],
+            [(Int, DATE), (Int, DATE), (Int, DATE)],
+        ),
+        array(
+            "a_t",
+            "time[]",
+            [
+                "'{04:05:06.789123,NULL}'",
+                "NULL",
+                "'{}'",
+                "'{23:59:59.999999}'",
+                "'{00:00:00}'",
+            ],
+            [(Int, CONNECT_TIME), (Int, MICROTIME), (Int, MICROTIME)],
+        ),
+        array(
+            "a_ts",
+            "timestamp[]",
+            [
+                r#"'{"2024-01-02 03:04:05.5",NULL}'"#,
+                "NULL",
+                "'{}'",
+                "'{infinity,-infinity}'",
+                r#"'{"1969-12-31 23:59:59.999999"}'"#,
+            ],
+            [(Int, CONNECT_TS), (Int, MICROTS), (Int, MICROTS)],
+        ),
+        scalar(
+            "by",
+            "bytea",
+            [
+                r"'\xdead'",
+                "NULL",
+                r"'\x'",
+                r"'\xfbff00'",
+                "decode(repeat('fbef', 1500), 'hex')",
+            ],
+            [(Text, BASE64), (Text, HEX), (Text, BASE64_URL)],
+        ),
+        array(
+            "a_by",
+            "bytea[]",
+            [
+                r#"'{"\\xdead",NULL}'"#,
+                "NULL",
+                "'{}'",
+                r"ARRAY['\xfbff'::bytea]",
+                r"ARRAY['\x'::bytea, NULL, '\x00'::bytea]",
+            ],
+            [(Text, BASE64), (Text, HEX), (Text, BASE64_URL)],
+        ),
+        scalar(
+            "iv",
+            "interval",
+            [
+                "'1 year 2 months 3 days 04:05:06.78'",
+                "NULL",
+                "'0'",
+                "'-1 year -2 months 3 days -04:05:06.5'",
+                "'-0.000001 sec'",
+            ],
+            [
+                (Text, ISO_INTERVAL),
+                (Int, MICRODURATION),
+                (Int, MICRODURATION),
+            ],
+        ),
+        array(
+            "a_iv",
+            "interval[]",
+            [
+                r#"'{"1 day",NULL}'"#,
+                "NULL",
+                "'{}'",
+                "ARRAY['14 months'::interval]",
+                "ARRAY['-1 hour'::interval]",
+            ],
+            [
+                (Text, ISO_INTERVAL),
+                (Int, MICRODURATION),
+                (Int, MICRODURATION),
+            ],
+        ),
+        scalar(
+            "hs",
+            "hstore",
+            [
+                r#"'"a"=>"1", "b"=>NULL'"#,
+                "NULL",
+                "''",
+                r#"'"q\"uo"=>"x\\y", "é"=>""'"#,
+                r#"'""=>"1"'"#,
+            ],
+            [(Map, HSTORE_JSON), (Json, HSTORE_JSON), (Json, HSTORE_JSON)],
+        ),
+    ]
+}
+
+/// The modes table's columns as connector `view` (0 = A, 1 = B, 2 = C)
+/// represents them.
+fn mode_columns(view: usize) -> Vec<Col> {
+    mode_specs()
+        .into_iter()
+        .map(|m| Col {
+            name: m.name,
+            decl: m.decl,
+            kind: m.views[view].0,
+            array: m.array,
+            expr: m.views[view].1,
+            values: m.values,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handling_modes_arrive_as_postgres_says() {
+    let bed = Bed::start("modes").await;
+    let base = mode_columns(0);
+    bed.pg.psql(
+        "modes",
+        &format!("CREATE EXTENSION hstore; {}", create_table("modes", &base)),
+    );
+    let connectors = [
+        ("modes_a", MODES_A),
+        ("modes_b", MODES_B),
+        ("modes_c", MODES_C),
+    ];
+    for (name, types) in connectors {
+        bed.connector(name, "modes", &["public.modes"], types);
+    }
+    // One process runs the three connector files of the bed's directory.
+    let siphon = bed.siphon(bed.dir.path());
+    for (name, _) in connectors {
+        bed.wait_slot_active("modes", &format!("siphon_{name}"))
+            .await;
+    }
+    bed.pg.psql("modes", &inserts("modes", &base));
+
+    let client = bed.pg.client("modes").await;
+    client
+        .batch_execute(
+            "SET DateStyle = ISO; SET TimeZone = UTC; SET IntervalStyle = iso_8601;
+             SET extra_float_digits = 3; SET bytea_output = hex",
+        )
+        .await
+        .expect("session settings");
+    for (view, (name, _)) in connectors.iter().enumerate() {
+        let cols = mode_columns(view);
+        let topic = format!("{name}.public.modes");
+        let events = bed.wait_events(&topic, 5, &siphon).await;
+        let rows: BTreeMap<i32, BTreeMap<String, Value>> = events
+            .iter()
+            .map(|e| {
+                let row = e.row("after").expect("insert has after");
+                let Value::Int(id) = row["id"] else {
+                    panic!("id {:?}", row["id"])
+                };
+                (id, row)
+            })
+            .collect();
+        let expected = expected_rows(&client, "modes", &cols).await;
+        compare(&topic, &cols, &expected, &rows);
+
+        let id = events[0].value_schema_id.expect("value schema id");
+        let schema: serde_json::Value =
+            serde_json::from_str(&bed.client.schema_by_id(id).await.expect("schema"))
+                .expect("schema JSON");
+        let connect = |f: &str| field_schema(&schema, f)["connect.name"].clone();
+        match view {
+            0 => {
+                assert_eq!(field_schema(&schema, "n"), "double");
+                assert_eq!(field_schema(&schema, "m"), "double");
+                assert_eq!(connect("d"), "org.apache.kafka.connect.data.Date");
+                assert_eq!(field_schema(&schema, "d")["logicalType"], "date");
+                assert_eq!(connect("t"), "org.apache.kafka.connect.data.Time");
+                assert_eq!(field_schema(&schema, "t")["logicalType"], "time-millis");
+                assert_eq!(connect("ts"), "org.apache.kafka.connect.data.Timestamp");
+                assert_eq!(
+                    field_schema(&schema, "ts")["logicalType"],
+                    "timestamp-millis"
+                );
+                assert_eq!(field_schema(&schema, "by"), "string");
+                assert_eq!(connect("iv"), "io.debezium.time.Interval");
+                assert_eq!(
+                    field_schema(&schema, "hs"),
+                    serde_json::json!({"type": "map", "values": ["null", "string"]})
+                );
+            }
+            1 => {
+                assert_eq!(field_schema(&schema, "n"), "string");
+                assert_eq!(connect("t3"), "io.debezium.time.MicroTime");
+                assert_eq!(field_schema(&schema, "by"), "string");
+                assert_eq!(connect("iv"), "io.debezium.time.MicroDuration");
+            }
+            _ => {
+                assert_eq!(connect("n"), "io.debezium.data.VariableScaleDecimal");
+                assert_eq!(connect("t3"), "io.debezium.time.Time");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Unchanged TOAST values: an update that does not touch a value stored out
+// of line (`SET STORAGE EXTERNAL`, > 2 kB) makes pgoutput send 'u' for it.
+
+const TOAST_SETUP: &str = "
+    CREATE TABLE toasty (id int PRIMARY KEY, body text NOT NULL, doc jsonb, blob bytea,
+        tags text[], n int NOT NULL);
+    ALTER TABLE toasty ALTER COLUMN body SET STORAGE EXTERNAL, ALTER COLUMN doc SET STORAGE EXTERNAL,
+        ALTER COLUMN blob SET STORAGE EXTERNAL, ALTER COLUMN tags SET STORAGE EXTERNAL;
+    CREATE TABLE toasty_full (LIKE toasty INCLUDING ALL);
+    ALTER TABLE toasty_full REPLICA IDENTITY FULL;";
+
+const TOAST_ROW: &str = "(1, repeat('body ', 1000), jsonb_build_object('k', repeat('v', 3000)),
+     decode(repeat('00ff', 2000), 'hex'), ARRAY[repeat('t', 3000), NULL], 1)";
+
+/// The `unavailable_columns` list of an event (None when null).
+fn unavailable(e: &support::events::Event) -> Option<Vec<String>> {
+    let v = support::events::field(e.value.as_ref()?, "unavailable_columns")?;
+    match unwrap_union(v) {
+        Value::Null => None,
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) => s.clone(),
+                    other => panic!("{other:?}"),
+                })
+                .collect(),
+        ),
+        other => panic!("unavailable_columns {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_toast_is_null_and_listed_or_the_placeholder() {
+    let bed = Bed::start("toast").await;
+    bed.pg.psql("toast", TOAST_SETUP);
+    let tables = ["public.toasty", "public.toasty_full"];
+    bed.connector("toast_null", "toast", &tables, "");
+    bed.connector(
+        "toast_ph",
+        "toast",
+        &tables,
+        "\n[types]\nunchanged_toast = \"placeholder\"\n",
+    );
+    let siphon = bed.siphon(bed.dir.path());
+    for slot in ["siphon_toast_null", "siphon_toast_ph"] {
+        bed.wait_slot_active("toast", slot).await;
+    }
+    bed.pg.psql(
+        "toast",
+        &format!(
+            "INSERT INTO toasty VALUES {TOAST_ROW}; INSERT INTO toasty_full VALUES {TOAST_ROW};
+             UPDATE toasty SET n = n + 1; UPDATE toasty_full SET n = n + 1;"
+        ),
+    );
+    let expected_body = "body ".repeat(1000);
+    let expected_blob: Vec<u8> = [0u8, 0xff].repeat(2000);
+    let expected_tags = Value::Array(vec![
+        Value::Union(1, Box::new(Value::String("t".repeat(3000)))),
+        Value::Union(0, Box::new(Value::Null)),
+    ]);
+    let expected_doc = json_text(&format!(r#"{{"k":"{}"}}"#, "v".repeat(3000)));
+
+    for prefix in ["toast_null", "toast_ph"] {
+        // REPLICA IDENTITY FULL: the old row carries the values; both modes
+        // write them, nothing is listed as unavailable.
+        let events = bed
+            .wait_events(&format!("{prefix}.public.toasty_full"), 2, &siphon)
+            .await;
+        let update = &events[1];
+        assert_eq!(update.op().as_deref(), Some("u"));
+        let after = update.row("after").unwrap();
+        assert_eq!(
+            after["body"],
+            Value::String(expected_body.clone()),
+            "{prefix}"
+        );
+        assert_eq!(after["blob"], Value::Bytes(expected_blob.clone()));
+        assert_eq!(after["tags"], expected_tags);
+        let Value::String(doc) = &after["doc"] else {
+            panic!("{:?}", after["doc"])
+        };
+        assert_eq!(json_text(doc), expected_doc);
+        assert_eq!(after["n"], Value::Int(2));
+        assert_eq!(unavailable(update), None);
+    }
+
+    // Default: null in the field, the column named in the envelope.
+    let events = bed
+        .wait_events("toast_null.public.toasty", 2, &siphon)
+        .await;
+    let insert = events[0].row("after").unwrap();
+    assert_eq!(insert["body"], Value::String(expected_body.clone()));
+    assert_eq!(unavailable(&events[0]), None);
+    let update = &events[1];
+    let after = update.row("after").unwrap();
+    for column in ["body", "doc", "blob", "tags"] {
+        assert_eq!(after[column], Value::Null, "{column}");
+    }
+    assert_eq!(after["n"], Value::Int(2));
+    assert_eq!(
+        unavailable(update),
+        Some(vec![
+            "body".to_string(),
+            "doc".to_string(),
+            "blob".to_string(),
+            "tags".to_string()
+        ])
+    );
+    // The NOT NULL text column is nullable in the registered Value record;
+    // the NOT NULL int column is not.
+    let id = update.value_schema_id.unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(&bed.client.schema_by_id(id).await.unwrap()).unwrap();
+    let fields = &schema["fields"][0]["type"][1]["fields"];
+    assert_eq!(fields[1]["type"], serde_json::json!(["null", "string"]));
+    assert_eq!(fields[5]["type"], "int");
+
+    // Placeholder: Debezium's values, and its exact schema (no list field,
+    // NOT NULL text stays a plain string).
+    let events = bed.wait_events("toast_ph.public.toasty", 2, &siphon).await;
+    let update = &events[1];
+    let after = update.row("after").unwrap();
+    let placeholder = "__debezium_unavailable_value";
+    assert_eq!(after["body"], Value::String(placeholder.into()));
+    assert_eq!(after["doc"], Value::String(placeholder.into()));
+    assert_eq!(after["blob"], Value::Bytes(placeholder.as_bytes().to_vec()));
+    assert_eq!(
+        after["tags"],
+        Value::Array(vec![Value::Union(
+            1,
+            Box::new(Value::String(placeholder.into()))
+        )])
+    );
+    assert!(
+        support::events::field(update.value.as_ref().unwrap(), "unavailable_columns").is_none()
+    );
+    let id = update.value_schema_id.unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(&bed.client.schema_by_id(id).await.unwrap()).unwrap();
+    assert_eq!(
+        schema["fields"][0]["type"][1]["fields"][1]["type"],
+        "string"
     );
 }

