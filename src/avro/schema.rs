@@ -722,7 +722,7 @@ mod tests {
         let old = relation(&[
             ("id", oid::INT4, -1, true, false),
             ("size", oid::TEXT, -1, false, true),
-            ("gone", oid::TEXT, -1, false, false),
+            ("gone", oid::INT4, -1, false, false),
             ("same", oid::INT8, -1, false, true),
         ]);
         let new = relation(&[
@@ -730,7 +730,7 @@ mod tests {
             ("size", oid::INT4, -1, false, true),
             ("same", oid::INT8, -1, false, true),
             ("extra", oid::TEXT, -1, false, true),
-            ("strict", oid::TEXT, -1, false, false),
+            ("strict", oid::INT4, -1, false, false),
         ]);
         let old = derive_schemas(&old, &naming()).unwrap();
         let new = derive_schemas(&new, &naming()).unwrap();
@@ -740,8 +740,8 @@ mod tests {
                 "column id changed from int to long",
                 "column size changed from nullable string to nullable int",
                 "column extra added",
-                "column strict added as string without a default (NOT NULL)",
-                "column gone (string) dropped",
+                "column strict added as int without a default (NOT NULL)",
+                "column gone (int) dropped",
             ]
         );
         assert_eq!(
