@@ -41,7 +41,7 @@ async fn each_change_registers_its_version_and_events_decode_with_their_own_sche
     let bed = Bed::start("evo").await;
     bed.pg.psql(
         "evo",
-        "CREATE TABLE t (id int PRIMARY KEY, name varchar(10) NOT NULL, qty int, big int)",
+        "CREATE TABLE t (id int PRIMARY KEY, name varchar(10) NOT NULL, qty int, big int NOT NULL)",
     );
     let file = bed.connector("evo", "evo", &["public.t"], "");
     let mut s = bed.siphon(&file);
@@ -70,7 +70,7 @@ async fn each_change_registers_its_version_and_events_decode_with_their_own_sche
             &[1, 2, 3, 4],
         ),
         (
-            "ALTER TABLE t ALTER COLUMN name DROP NOT NULL; INSERT INTO t VALUES (6, NULL, 6, 'n6')",
+            "ALTER TABLE t ALTER COLUMN big DROP NOT NULL; INSERT INTO t VALUES (6, 'e', NULL, 'n6')",
             &[1, 2, 3, 4, 5],
         ),
         (
@@ -83,10 +83,7 @@ async fn each_change_registers_its_version_and_events_decode_with_their_own_sche
             "ALTER TABLE t ALTER COLUMN id TYPE bigint; INSERT INTO t VALUES (8, 'h', 8, 'r8')",
             &[1, 2, 3, 4, 5, 6, 7],
         ),
-        (
-            "UPDATE t SET name = 'f' WHERE id = 6",
-            &[1, 2, 3, 4, 5, 6, 7],
-        ),
+        ("UPDATE t SET big = 6 WHERE id = 6", &[1, 2, 3, 4, 5, 6, 7]),
     ];
     let mut events = Vec::new();
     for (n, (sql, expected)) in steps.iter().enumerate() {
@@ -128,8 +125,10 @@ async fn each_change_registers_its_version_and_events_decode_with_their_own_sche
     assert_eq!(rows[2]["big"], Value::Int(3));
     assert_eq!(rows[3]["big"], Value::Long(4));
     assert_eq!(rows[4]["name"], text("a long name"));
-    // DROP NOT NULL: name may now be null.
-    assert_eq!(rows[5]["name"], Value::Null);
+    // DROP NOT NULL: big may now be null. (NOT NULL changes are shown on
+    // a fixed-length column: under the default unchanged_toast = "null"
+    // text-like columns are nullable in the schema whatever the catalog says.)
+    assert_eq!(rows[5]["big"], Value::Null);
     // RENAME COLUMN: the new name from then on.
     assert_eq!(rows[6]["remark"], text("r7"));
     assert!(!rows[6].contains_key("note"));
@@ -143,13 +142,13 @@ async fn each_change_registers_its_version_and_events_decode_with_their_own_sche
         Some(&Value::Long(8))
     );
     assert_eq!(events[8].op().as_deref(), Some("u"));
-    assert_eq!(rows[8]["name"], text("f"));
+    assert_eq!(rows[8]["big"], Value::Long(6));
 
     // SET NOT NULL is incompatible under BACKWARD (a non-null reader cannot
     // read the nulls written before): siphon stops, naming the column.
     bed.pg.psql(
         "evo",
-        "ALTER TABLE t ALTER COLUMN name SET NOT NULL; INSERT INTO t VALUES (10, 'j', 10, 'r10')",
+        "ALTER TABLE t ALTER COLUMN big SET NOT NULL; INSERT INTO t VALUES (10, 'j', 10, 'r10')",
     );
     let status = s
         .wait(Duration::from_secs(60))
@@ -157,7 +156,7 @@ async fn each_change_registers_its_version_and_events_decode_with_their_own_sche
     assert!(!status.success());
     let log = s.log();
     assert!(
-        log.contains("the new schema of table public.t is incompatible with the versions registered under subject evo.public.t-value: column name changed from nullable string to string; registry: "),
+        log.contains("the new schema of table public.t is incompatible with the versions registered under subject evo.public.t-value: column big changed from nullable long to long; registry: "),
         "{log}"
     );
     assert_eq!(read_committed(&bed.broker.bootstrap, topic).len(), 9);
@@ -229,7 +228,7 @@ on_incompatible = \"register\"
     let log = s.log();
     for expected in [
         "incompatible schema registered anyway",
-        "column size changed from string to int",
+        "column size changed from nullable string to int",
         "column flag added as boolean without a default (NOT NULL)",
         "column opt changed from nullable int to int",
     ] {
