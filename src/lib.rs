@@ -30,4 +30,5 @@ pub mod event;
 pub mod kafka;
 pub mod pipeline;
 pub mod postgres;
+pub mod snapshot;
 pub mod telemetry;

@@ -27,6 +27,8 @@ use crate::postgres::PgError;
 use crate::postgres::catalog::Catalog;
 use crate::postgres::pgoutput::{self, LogicalMessage};
 use crate::postgres::replication::{ReplicationError, ReplicationMessage, ReplicationStream};
+use crate::snapshot::SnapshotChunk;
+use crate::snapshot::incremental::{Watermark, Windows};
 use crate::telemetry::metrics::metrics;
 
 pub(super) struct Reader {
@@ -46,12 +48,15 @@ pub(super) struct Reader {
     /// Highest flushed position reported to PostgreSQL.
     acked: Lsn,
     skipped: u64,
+    /// Snapshot chunks read in watermark windows while streaming.
+    windows: Option<Windows>,
 }
 
 /// An item on its way to the channel.
 enum Pending {
     Change(ChangeEvent),
     Other(Item),
+    Snapshot(Box<SnapshotChunk>, usize),
 }
 
 impl From<ChangeEvent> for Pending {
@@ -96,6 +101,7 @@ impl Reader {
         tx: mpsc::Sender<Item>,
         byte_budget: Arc<Semaphore>,
         flushed: watch::Receiver<Lsn>,
+        windows: Option<Windows>,
     ) -> Reader {
         let mut ticker =
             tokio::time::interval(Duration::from_millis(cfg.postgres.status_interval_ms));
@@ -114,6 +120,7 @@ impl Reader {
             received: Lsn::ZERO,
             acked,
             skipped: 0,
+            windows,
         }
     }
 
@@ -160,9 +167,13 @@ impl Reader {
         cancel: &CancellationToken,
     ) -> Result<(), ConnectorError> {
         loop {
+            if let Some(w) = self.windows.as_mut() {
+                w.poll_start();
+            }
+            let awaiting_rows = self.windows.as_ref().is_some_and(Windows::awaiting_rows);
             // Priority: shutdown first; then acks of fresh Kafka commits
             // (they free WAL on the server); then the periodic status
-            // update; then new data.
+            // update; then a snapshot window's rows; then new data.
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(()),
@@ -176,6 +187,12 @@ impl Reader {
                 _ = self.ticker.tick() => {
                     let flush = *self.flushed.borrow();
                     self.report(stream, flush, false).await?;
+                }
+                rows = async { self.windows.as_mut().expect("invariant: awaiting rows").rows().await }, if awaiting_rows => {
+                    rows.map_err(|source| ConnectorError::Snapshot {
+                        connector: self.cfg.name.to_string(),
+                        source,
+                    })?;
                 }
                 msg = stream.next() => {
                     let msg = msg.map_err(|source| self.repl_error(source))?;
@@ -364,6 +381,26 @@ impl Reader {
                 }
                 Ok(Flow::Continue)
             }
+            LogicalMessage::Message {
+                transactional: true,
+                prefix,
+                content,
+                ..
+            } if self.windows.is_some() => {
+                let (Some(windows), Some((tx, next_index))) =
+                    (self.windows.as_mut(), self.current.as_mut())
+                else {
+                    return Ok(Flow::Continue);
+                };
+                let tx = Arc::clone(tx);
+                match windows.on_message(&prefix, &content, &tx, next_index, lsn) {
+                    Watermark::Closed(chunk, bytes) => {
+                        self.send(0, Pending::Snapshot(chunk, bytes), stream, cancel)
+                            .await
+                    }
+                    Watermark::Ignored | Watermark::Opened => Ok(Flow::Continue),
+                }
+            }
             LogicalMessage::Type { .. }
             | LogicalMessage::Origin { .. }
             | LogicalMessage::Message { .. } => Ok(Flow::Continue),
@@ -411,6 +448,9 @@ impl Reader {
             old,
             new,
         };
+        if let Some(w) = self.windows.as_mut() {
+            w.on_change(&event);
+        }
         let size = event_size(&event);
         self.send(size, event, stream, cancel).await
     }
@@ -440,6 +480,17 @@ impl Reader {
         };
         let item = match item.into() {
             Pending::Other(item) => item,
+            Pending::Snapshot(chunk, bytes) => {
+                let bytes = u32::try_from(bytes)
+                    .unwrap_or(u32::MAX)
+                    .min(self.max_item_bytes());
+                let budget = Arc::clone(&self.byte_budget).acquire_many_owned(bytes);
+                match self.wait_answering(budget, stream, cancel).await? {
+                    None => return Ok(Flow::Stop),
+                    Some(Err(_)) => return Err(gone),
+                    Some(Ok(permit)) => Item::Snapshot(chunk, Some(permit)),
+                }
+            }
             Pending::Change(event) => {
                 let budget = Arc::clone(&self.byte_budget)
                     .acquire_many_owned(bytes.min(self.max_item_bytes()));

@@ -12,6 +12,9 @@ use super::metrics::metrics;
 pub enum ConnectorState {
     /// Connecting, checking, fencing, reading the stored offset.
     Starting,
+    /// Reading the tables' current rows before streaming (initial
+    /// snapshot); working as configured, so it counts as ready.
+    Snapshotting,
     /// Replication is running.
     Streaming,
     /// A transient error stopped it; it restarts after a backoff.
@@ -23,8 +26,9 @@ pub enum ConnectorState {
 }
 
 impl ConnectorState {
-    const ALL: [ConnectorState; 5] = [
+    const ALL: [ConnectorState; 6] = [
         ConnectorState::Starting,
+        ConnectorState::Snapshotting,
         ConnectorState::Streaming,
         ConnectorState::Retrying,
         ConnectorState::Failed,
@@ -38,6 +42,7 @@ impl ConnectorState {
             ConnectorState::Retrying => "retrying",
             ConnectorState::Failed => "failed",
             ConnectorState::Stopped => "stopped",
+            ConnectorState::Snapshotting => "snapshotting",
         }
     }
 }
@@ -61,6 +66,9 @@ pub fn set_state(connector: &str, state: ConnectorState) {
 /// Every connector's state, and whether all of them stream.
 pub fn readiness() -> (bool, BTreeMap<String, ConnectorState>) {
     let states = STATES.read().map(|s| s.clone()).unwrap_or_default();
-    let ready = !states.is_empty() && states.values().all(|s| *s == ConnectorState::Streaming);
+    let ready = !states.is_empty()
+        && states
+            .values()
+            .all(|s| matches!(s, ConnectorState::Streaming | ConnectorState::Snapshotting));
     (ready, states)
 }
