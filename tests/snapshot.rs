@@ -341,3 +341,196 @@ async fn initial_snapshot_hands_off_to_the_stream_under_concurrent_writes() {
     // Parallel: more than one chunk, several workers.
     assert!(log.contains("workers=3"), "{log}");
 }
+
+/// `file` with its Kafka bootstrap replaced by the proxy's.
+fn through_proxy(file: PathBuf, bed: &Bed, proxy: &KafkaProxy) -> PathBuf {
+    let body = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, body.replace(&bed.broker.bootstrap, &proxy.bootstrap)).unwrap();
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_the_middle_of_a_parallel_snapshot_resumes_with_no_duplicate_or_gap() {
+    const ROWS: i64 = 150_000;
+    let bed = Bed::start("app").await;
+    // The proxy gives read_committed its real meaning: the killed
+    // instance's open transaction is aborted, not shown.
+    let proxy = KafkaProxy::start(&bed.broker.bootstrap);
+    create_items(&bed, "app", "items", ROWS);
+    let file = with_snapshot(
+        through_proxy(
+            bed.connector("kill", "app", &["public.items"], "batch_max_events = 200"),
+            &bed,
+            &proxy,
+        ),
+        "max_threads = 2\nchunk_pages = 4",
+    );
+    let mut first = bed.siphon(&file);
+    let sample = r#"siphon_snapshot_rows_total{connector="kill",table="public.items"}"#;
+    let done = poll_until(WAIT, "part of the snapshot to be committed", async || {
+        first.metric(sample).await.filter(|&n| n >= 20_000.0)
+    })
+    .await;
+    first.kill();
+    assert!(
+        done < ROWS as f64,
+        "the snapshot finished before the kill ({done} rows)"
+    );
+    let first_log = first.log();
+
+    let second = bed.siphon(&file);
+    wait_streaming(&bed, "app", "siphon_kill", &second).await;
+    bed.pg.psql(
+        "app",
+        "INSERT INTO items SELECT g, 0, 'new' FROM generate_series(200001, 200010) g",
+    );
+    let events = wait_converged(
+        &bed,
+        &proxy.bootstrap,
+        "app",
+        "items",
+        "kill.public.items",
+        &|| second.log(),
+    )
+    .await;
+    let log = second.log();
+    assert!(
+        log.contains("snapshot in watermark windows started"),
+        "{log}"
+    );
+    // Exactly one event per row: its read, or the insert of a new one.
+    let mut per_key: BTreeMap<i64, Vec<&Ev>> = BTreeMap::new();
+    for e in &events {
+        per_key.entry(e.id).or_default().push(e);
+    }
+    assert_eq!(per_key.len() as i64, ROWS + 10);
+    for (id, evs) in &per_key {
+        let want = if *id > ROWS { "c" } else { "r" };
+        assert!(
+            evs.len() == 1 && evs[0].op == want,
+            "key {id}: {evs:?}\nfirst run:\n{}\nsecond run:\n{log}",
+            first_log
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    assert_eq!(events.len() as i64, ROWS + 10);
+    // Rows read before the kill were marked as the initial snapshot's,
+    // the rest as read in watermark windows.
+    assert!(events.iter().any(|e| e.snapshot == "first"));
+    assert!(events.iter().any(|e| e.snapshot == "incremental"));
+    assert_eq!(proxy.errors(), Vec::<String>::new(), "proxy errors");
+}
+
+/// Records of `topic` once there are `n`, decoded.
+async fn wait_n(bed: &Bed, topic: &str, n: usize, siphon: &support::siphon::Siphon) -> Vec<Ev> {
+    let records = bed.wait_records(topic, n, siphon).await;
+    Decoder::new(bed).events(&records).await
+}
+
+fn slot_exists(bed: &Bed, db: &str, slot: &str) -> bool {
+    bed.pg.psql(
+        db,
+        &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+    ) == "1"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_snapshot_mode_behaves_as_documented() {
+    let bed = Bed::start("app").await;
+    for t in ["nd", "io", "al", "wn"] {
+        create_items(&bed, "app", t, 100);
+    }
+
+    // no_data: only changes after the slot was created.
+    let file = with_snapshot(
+        bed.connector("nodata", "app", &["public.nd"], ""),
+        "mode = \"no_data\"",
+    );
+    let mut s = bed.siphon(&file);
+    wait_streaming(&bed, "app", "siphon_nodata", &s).await;
+    bed.pg.psql("app", "INSERT INTO nd VALUES (1001, 0, '')");
+    let events = wait_n(&bed, "nodata.public.nd", 1, &s).await;
+    assert_eq!(events[0].op, "c");
+    assert_eq!(events[0].id, 1001);
+    s.stop();
+
+    // initial_only: the rows, then nothing: no slot, no stream.
+    let file = with_snapshot(
+        bed.connector("only", "app", &["public.io"], ""),
+        "mode = \"initial_only\"",
+    );
+    let mut s = bed.siphon(&file);
+    let events = wait_n(&bed, "only.public.io", 100, &s).await;
+    assert!(events.iter().all(|e| e.op == "r"));
+    poll_until(WAIT, "initial_only to finish", async || {
+        s.log().contains("not streaming").then_some(())
+    })
+    .await;
+    assert!(!slot_exists(&bed, "app", "siphon_only"));
+    bed.pg.psql("app", "INSERT INTO io VALUES (1001, 0, '')");
+    s.stop();
+    let mut s = bed.siphon(&file);
+    poll_until(WAIT, "initial_only to see it is done", async || {
+        s.log().contains("nothing to do").then_some(())
+    })
+    .await;
+    s.stop();
+    assert_eq!(
+        read_committed(&bed.broker.bootstrap, "only.public.io").len(),
+        100
+    );
+
+    // always: a snapshot at every start; the second, with the slot in
+    // place, in watermark windows while streaming.
+    let file = with_snapshot(
+        bed.connector("always", "app", &["public.al"], ""),
+        "mode = \"always\"",
+    );
+    let mut s = bed.siphon(&file);
+    wait_streaming(&bed, "app", "siphon_always", &s).await;
+    bed.pg
+        .psql("app", "UPDATE al SET val = val + 1 WHERE id = 1");
+    let events = wait_n(&bed, "always.public.al", 101, &s).await;
+    assert_eq!(events.iter().filter(|e| e.op == "r").count(), 100);
+    s.stop();
+    bed.pg.psql("app", "INSERT INTO al VALUES (101, 0, '')");
+    let s = bed.siphon(&file);
+    let events = wait_n(&bed, "always.public.al", 101 + 1 + 101, &s).await;
+    let second: Vec<&Ev> = events[101..].iter().collect();
+    assert_eq!(
+        second.iter().filter(|e| e.op == "r").count(),
+        101,
+        "{second:?}"
+    );
+    assert!(
+        second
+            .iter()
+            .filter(|e| e.op == "r")
+            .all(|e| e.snapshot == "incremental")
+    );
+    assert_eq!(consumer_state(&events), table_state(&bed, "app", "al"));
+    drop(s);
+
+    // when_needed: a stored offset whose slot is gone means a new snapshot
+    // (initial would stop with an error instead).
+    let file = with_snapshot(
+        bed.connector("needed", "app", &["public.wn"], ""),
+        "mode = \"when_needed\"",
+    );
+    let mut s = bed.siphon(&file);
+    wait_streaming(&bed, "app", "siphon_needed", &s).await;
+    wait_n(&bed, "needed.public.wn", 100, &s).await;
+    s.stop();
+    bed.pg
+        .psql("app", "SELECT pg_drop_replication_slot('siphon_needed')");
+    let mut s = bed.siphon(&file);
+    wait_streaming(&bed, "app", "siphon_needed", &s).await;
+    let events = wait_n(&bed, "needed.public.wn", 200, &s).await;
+    assert!(events.iter().all(|e| e.op == "r"));
+    assert!(s.log().contains("when_needed takes a new snapshot"));
+    s.stop();
+}

@@ -215,6 +215,13 @@ fn progress_to_avro(p: &SnapshotProgress) -> Value {
                 ("chunks".into(), Value::Long(t.chunks as i64)),
                 ("done".into(), Value::Bytes(t.done.clone())),
                 ("rows".into(), Value::Long(t.rows as i64)),
+                (
+                    "as_of".into(),
+                    match &t.as_of {
+                        None => Value::Union(0, Box::new(Value::Null)),
+                        Some(s) => Value::Union(1, Box::new(Value::String(s.clone()))),
+                    },
+                ),
             ])
         })
         .collect();
@@ -257,6 +264,14 @@ fn progress_from_avro(v: &Value) -> Result<Option<SnapshotProgress>, String> {
                 _ => return Err(bad()),
             },
             rows: long("rows")?,
+            as_of: match get("as_of") {
+                Some(Value::Union(_, v)) => match v.as_ref() {
+                    Value::String(s) => Some(s.clone()),
+                    _ => None,
+                },
+                Some(Value::String(s)) => Some(s.clone()),
+                _ => None,
+            },
         });
     }
     Ok(Some(SnapshotProgress { tables }))
@@ -478,6 +493,7 @@ mod tests {
         let mut r = record(100, None, false);
         let mut t = TableProgress::plan("public.orders".into(), 1000, 256);
         t.mark_done(2, 77);
+        t.as_of = Some("100:110:103,105".into());
         r.snapshot = Some(SnapshotProgress {
             tables: vec![t, TableProgress::plan("s.e".into(), 0, 256)],
         });

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::progress::{SnapshotProgress, TableProgress};
+use super::progress::{PgSnapshot, SnapshotProgress, TableProgress};
 use super::{ChunkRows, SnapTable, SnapshotChunk, SnapshotError, key_values, marker, read_chunk};
 use crate::config::{ConnectorConfig, TableName};
 use crate::event::{ChangeEvent, Op, Position, SourceTx};
@@ -181,8 +181,14 @@ impl Windows {
         let catalog = Arc::clone(&self.catalog);
         let t = Arc::clone(&self.tables[table]);
         let range = self.progress.tables[table].ctid_range(chunk);
+        let as_of = self.progress.tables[table]
+            .as_of
+            .as_deref()
+            .and_then(PgSnapshot::parse);
         let task = tokio::spawn(async move {
-            if let Err(e) = window_task(&catalog, &t, chunk, &range, &label, &tx).await {
+            if let Err(e) =
+                window_task(&catalog, &t, chunk, &range, as_of.as_ref(), &label, &tx).await
+            {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -408,6 +414,7 @@ async fn window_task(
     table: &SnapTable,
     chunk: u64,
     range: &str,
+    as_of: Option<&PgSnapshot>,
     label: &str,
     tx: &mpsc::Sender<Result<ChunkRows, SnapshotError>>,
 ) -> Result<(), SnapshotError> {
@@ -420,7 +427,7 @@ async fn window_task(
         )
         .await
         .map_err(mark("write the low watermark"))?;
-    let rows = read_chunk(client, table, chunk, range).await?;
+    let rows = read_chunk(client, table, chunk, range, as_of).await?;
     if tx.send(Ok(rows)).await.is_err() {
         return Ok(());
     }

@@ -23,6 +23,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::progress::SnapshotProgress;
 use super::{ChunkRows, SnapTable, SnapshotChunk, SnapshotError, marker, read_chunk};
+
+async fn read_chunk_none(
+    client: &tokio_postgres::Client,
+    table: &SnapTable,
+    chunk: u64,
+    range: &str,
+) -> Result<ChunkRows, SnapshotError> {
+    read_chunk(client, table, chunk, range, None).await
+}
 use crate::config::ConnectorConfig;
 use crate::event::{ChangeEvent, Lsn, Op, Position, SourceTx, TxId};
 use crate::postgres::catalog::Catalog;
@@ -84,6 +93,7 @@ impl Initial {
             jobs.extend(pending.into_iter().map(|chunk| Job { table: i, chunk }));
         }
         let resumed = started.iter().any(|&s| s);
+        self.record_as_of().await?;
         let total = jobs.len();
         tracing::info!(
             connector = %connector,
@@ -174,6 +184,46 @@ impl Initial {
         while set.join_next().await.is_some() {}
         tracing::info!(connector = %connector, chunks = total, "initial snapshot read");
         Ok(Outcome::Done)
+    }
+}
+
+impl Initial {
+    /// Notes in the progress which snapshot the tables are read as of, so
+    /// that chunks read after a restart (in watermark windows) can leave
+    /// out what the stream carries.
+    async fn record_as_of(&mut self) -> Result<(), SnapshotError> {
+        if self.progress.tables.iter().all(|t| t.as_of.is_some()) {
+            return Ok(());
+        }
+        let catalog = Catalog::connect(&self.cfg.postgres).await?;
+        let client = catalog.client();
+        let err = |source| SnapshotError::Watermark {
+            what: "read the exported snapshot's transaction ids",
+            source,
+        };
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(err)?;
+        client
+            .batch_execute(&format!(
+                "SET TRANSACTION SNAPSHOT '{}'",
+                self.snapshot_name.replace('\'', "''")
+            ))
+            .await
+            .map_err(err)?;
+        let as_of: String = client
+            .query_one("SELECT pg_current_snapshot()::text", &[])
+            .await
+            .map_err(err)?
+            .get(0);
+        let _ = client.batch_execute("COMMIT").await;
+        for t in &mut self.progress.tables {
+            if t.as_of.is_none() {
+                t.as_of = Some(as_of.clone());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -321,7 +371,7 @@ async fn worker(
         let job = queue.lock().ok().and_then(|mut q| q.pop_front());
         let Some(job) = job else { break };
         let table = &tables[job.table];
-        let rows = read_chunk(
+        let rows = read_chunk_none(
             client,
             table,
             job.chunk,

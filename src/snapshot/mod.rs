@@ -204,11 +204,7 @@ impl SnapTable {
             pages: pages.max(0) as u64,
             estimated_rows,
             key_columns,
-            select_list: if select_list.is_empty() {
-                "".into()
-            } else {
-                select_list
-            },
+            select_list,
         })
     }
 
@@ -237,26 +233,67 @@ pub struct ChunkRows {
 }
 
 /// Reads chunk `chunk` of `table` (ctid range `range`) with COPY text, in
-/// whatever transaction `client` is in.
+/// whatever transaction `client` is in. With `as_of`, rows written after
+/// that snapshot are left out.
 pub async fn read_chunk(
     client: &tokio_postgres::Client,
     table: &SnapTable,
     chunk: u64,
     range: &str,
+    as_of: Option<&progress::PgSnapshot>,
+) -> Result<ChunkRows, SnapshotError> {
+    let Some(as_of) = as_of else {
+        return read_chunk_plain(client, table, chunk, range, false).await;
+    };
+    let mut read = read_chunk_plain(client, table, chunk, range, true).await?;
+    let next: String = client
+        .query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])
+        .await
+        .map_err(|source| SnapshotError::Read {
+            table: table.label.to_string(),
+            chunk,
+            source,
+        })?
+        .get(0);
+    let next: u64 = next.parse().unwrap_or(u64::MAX);
+    read.rows.retain_mut(|row| {
+        let xmin = match row.first() {
+            Some(TupleValue::Text(b)) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()),
+            _ => None,
+        };
+        row.remove(0);
+        // A row whose xmin cannot be read is kept: a duplicate state is
+        // better than a missing row.
+        !xmin.is_some_and(|x| as_of.written_after(x, next))
+    });
+    Ok(read)
+}
+
+async fn read_chunk_plain(
+    client: &tokio_postgres::Client,
+    table: &SnapTable,
+    chunk: u64,
+    range: &str,
+    with_xmin: bool,
 ) -> Result<ChunkRows, SnapshotError> {
     let read_err = |source| SnapshotError::Read {
         table: table.label.to_string(),
         chunk,
         source,
     };
+    let list = match (with_xmin, table.select_list.is_empty()) {
+        (false, _) => table.select_list.clone(),
+        (true, true) => "xmin".to_owned(),
+        (true, false) => format!("xmin, {}", table.select_list),
+    };
     let sql = format!(
-        "COPY (SELECT {} FROM ONLY {} WHERE {range}) TO STDOUT",
-        table.select_list,
+        "COPY (SELECT {list} FROM ONLY {} WHERE {range}) TO STDOUT",
         table.name.quoted()
     );
     let stream = client.copy_out(sql.as_str()).await.map_err(read_err)?;
     futures_util::pin_mut!(stream);
-    let mut parser = copy::CopyParser::new(table.relation.relation.columns.len());
+    let mut parser =
+        copy::CopyParser::new(table.relation.relation.columns.len() + usize::from(with_xmin));
     let mut rows = Vec::new();
     let mut bytes = 0;
     while let Some(data) = stream.next().await {

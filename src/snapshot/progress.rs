@@ -21,6 +21,12 @@ pub struct TableProgress {
     pub done: Vec<u8>,
     /// Rows written so far.
     pub rows: u64,
+    /// The snapshot the table was first read as of (`pg_current_snapshot()`
+    /// text, `xmin:xmax:xip,…`), when that was an initial snapshot's: its
+    /// remaining chunks, read later in watermark windows, skip rows written
+    /// after it (the stream carries those). `None` for incremental
+    /// snapshots.
+    pub as_of: Option<String>,
 }
 
 impl TableProgress {
@@ -35,6 +41,7 @@ impl TableProgress {
             chunks,
             done: vec![0; chunks.div_ceil(8) as usize],
             rows: 0,
+            as_of: None,
         }
     }
 
@@ -87,9 +94,71 @@ impl SnapshotProgress {
     }
 }
 
+/// A `pg_snapshot` (`xmin:xmax:xip,…`, 64-bit transaction ids).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgSnapshot {
+    xmin: u64,
+    xmax: u64,
+    xip: Vec<u64>,
+}
+
+impl PgSnapshot {
+    pub fn parse(s: &str) -> Option<PgSnapshot> {
+        let mut parts = s.split(':');
+        let xmin = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let xip = match parts.next()? {
+            "" => Vec::new(),
+            list => list
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?,
+        };
+        Some(PgSnapshot { xmin, xmax, xip })
+    }
+
+    /// Whether a row version whose (raw, 32-bit) `xmin` is `xmin` was
+    /// written by a transaction this snapshot does not see. `next` is a
+    /// 64-bit id newer than every transaction the reading statement saw
+    /// (its snapshot's xmax): the 32-bit id is widened to the newest 64-bit
+    /// id below `next` with the same low bits.
+    pub fn written_after(&self, xmin: u32, next: u64) -> bool {
+        // Bootstrap and frozen ids (1, 2) are older than everything.
+        if xmin < 3 {
+            return false;
+        }
+        let back = u64::from((next as u32).wrapping_sub(xmin));
+        let Some(full) = next.checked_sub(back) else {
+            return false;
+        };
+        if full >= self.xmax {
+            return true;
+        }
+        full >= self.xmin && self.xip.contains(&full)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_versions_written_after_a_snapshot_are_recognised() {
+        let s = PgSnapshot::parse("100:110:103,105").unwrap();
+        assert!(!s.written_after(99, 200));
+        assert!(!s.written_after(104, 200));
+        assert!(s.written_after(103, 200));
+        assert!(s.written_after(110, 200));
+        assert!(s.written_after(150, 200));
+        assert!(!s.written_after(2, 200));
+        // Across the 32-bit wrap: xmax is 2^32 + 10.
+        let s = PgSnapshot::parse("4294967290:4294967306:").unwrap();
+        assert!(!s.written_after(4_294_967_295, 4_294_967_400));
+        assert!(s.written_after(20, 4_294_967_400));
+        assert!(!s.written_after(5, 4_294_967_400));
+        assert_eq!(PgSnapshot::parse("nonsense"), None);
+    }
 
     #[test]
     fn chunks_cover_every_page_once_and_the_last_is_open_ended() {
