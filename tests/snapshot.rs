@@ -220,6 +220,7 @@ fn spawn_writes(
     db: &str,
     table: &'static str,
     max_id: i64,
+    deletes: bool,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<u64> {
     let client_fut = {
@@ -251,6 +252,12 @@ fn spawn_writes(
                 )
                 .await
                 .expect("update");
+            if deletes && n % 7 == 0 {
+                client
+                    .execute(&format!("DELETE FROM {table} WHERE id = $1"), &[&(id + 1)])
+                    .await
+                    .expect("delete");
+            }
             if n % 3 == 0 {
                 let new = next.fetch_add(1, Ordering::Relaxed) as i64;
                 client
@@ -284,7 +291,7 @@ async fn initial_snapshot_hands_off_to_the_stream_under_concurrent_writes() {
     let bed = Bed::start("app").await;
     create_items(&bed, "app", "items", 20_000);
     let stop = Arc::new(AtomicBool::new(false));
-    let writes = spawn_writes(&bed, "app", "items", 20_000, Arc::clone(&stop));
+    let writes = spawn_writes(&bed, "app", "items", 20_000, false, Arc::clone(&stop));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let file = with_snapshot(
@@ -532,5 +539,110 @@ async fn each_snapshot_mode_behaves_as_documented() {
     let events = wait_n(&bed, "needed.public.wn", 200, &s).await;
     assert!(events.iter().all(|e| e.op == "r"));
     assert!(s.log().contains("when_needed takes a new snapshot"));
+    s.stop();
+}
+
+async fn post(siphon: &support::siphon::Siphon, path: &str, body: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}{path}", siphon.http_port))
+        .body(body.to_owned())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("post");
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_added_at_runtime_is_snapshotted_in_windows_while_it_is_written() {
+    let bed = Bed::start("app").await;
+    create_items(&bed, "app", "a", 0);
+    create_items(&bed, "app", "b", 8_000);
+    bed.pg.psql(
+        "app",
+        "CREATE TABLE siphon_signals (id text PRIMARY KEY, type text NOT NULL, data text)",
+    );
+    // Streaming only at first: b's rows are not read until asked for.
+    let file = with_snapshot(
+        bed.connector("inc", "app", &["public.a", "public.b"], ""),
+        "mode = \"no_data\"\nchunk_pages = 4\nsignal_table = \"public.siphon_signals\"",
+    );
+    let mut s = bed.siphon(&file);
+    wait_streaming(&bed, "app", "siphon_inc", &s).await;
+
+    // Bad requests are refused with a reason.
+    let (status, body) = post(&s, "/connectors/inc/snapshot", "{\"action\":\"explode\"}").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = post(&s, "/connectors/nope/snapshot", "{\"action\":\"pause\"}").await;
+    assert_eq!(status, 409);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = spawn_writes(&bed, "app", "b", 8_000, true, Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = post(
+        &s,
+        "/connectors/inc/snapshot",
+        r#"{"action":"execute","tables":["public.b"]}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    // Pause and resume while it runs.
+    let (status, _) = post(&s, "/connectors/inc/snapshot", r#"{"action":"pause"}"#).await;
+    assert_eq!(status, 202);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _) = post(&s, "/connectors/inc/snapshot", r#"{"action":"resume"}"#).await;
+    assert_eq!(status, 202);
+    poll_until(WAIT, "the incremental snapshot to complete", async || {
+        s.log()
+            .contains("snapshot in watermark windows complete")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let n = writes.await.unwrap();
+    assert!(n > 50, "the workload ran {n} statements");
+
+    let events = wait_converged(
+        &bed,
+        &bed.broker.bootstrap,
+        "app",
+        "b",
+        "inc.public.b",
+        &|| s.log(),
+    )
+    .await;
+    let log = s.log();
+    assert!(
+        log.contains("snapshot paused") && log.contains("snapshot resumed"),
+        "{log}"
+    );
+    let reads: Vec<&Ev> = events.iter().filter(|e| e.op == "r").collect();
+    assert!(reads.len() > 1000, "{} reads", reads.len());
+    assert!(reads.iter().all(|e| e.snapshot == "incremental"));
+    assert!(events.iter().any(|e| e.op == "u" || e.op == "d"));
+
+    // The signal table works the same way, and its rows are not events.
+    bed.pg.psql(
+        "app",
+        r#"INSERT INTO a VALUES (1, 1, ''); INSERT INTO siphon_signals VALUES ('s1', 'execute-snapshot', '{"data-collections": ["public.a"], "type": "incremental"}')"#,
+    );
+    let a = wait_n(&bed, "inc.public.a", 2, &s).await;
+    assert_eq!(
+        a.iter().map(|e| e.op.as_str()).collect::<Vec<_>>(),
+        vec!["c", "r"]
+    );
+    assert!(s.log().contains("snapshot signal from the signal table"));
+    assert!(read_committed(&bed.broker.bootstrap, "inc.public.siphon_signals").is_empty());
+
+    // stop-snapshot drops what is pending.
+    bed.pg.psql(
+        "app",
+        r#"INSERT INTO siphon_signals VALUES ('s2', 'execute-snapshot', '{"data-collections": ["public.b"]}'), ('s3', 'stop-snapshot', NULL)"#,
+    );
+    poll_until(WAIT, "the snapshot to stop", async || {
+        s.log().contains("snapshot stopped").then_some(())
+    })
+    .await;
     s.stop();
 }

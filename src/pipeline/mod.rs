@@ -297,7 +297,15 @@ async fn run_once(
 
     // Only now, with the server known to be the one the offset belongs to,
     // create anything on it.
-    catalog.ensure_publication(cfg).await?;
+    match &cfg.snapshot.signal_table {
+        // The signal table's inserts reach siphon through the stream.
+        Some(t) if !cfg.postgres.tables.contains(t) => {
+            let mut with_signals = (**cfg).clone();
+            with_signals.postgres.tables.push(t.clone());
+            catalog.ensure_publication(&with_signals).await?;
+        }
+        _ => catalog.ensure_publication(cfg).await?,
+    }
     let slot_state = catalog.slot_state(&pg.slot).await?;
     if mode == SnapshotMode::WhenNeeded && stored.is_some() && slot_state.is_none() {
         warn!(connector = %name, slot = %pg.slot, "the stored offset's slot is gone: snapshot.mode = when_needed takes a new snapshot");

@@ -27,8 +27,8 @@ use crate::postgres::PgError;
 use crate::postgres::catalog::Catalog;
 use crate::postgres::pgoutput::{self, LogicalMessage};
 use crate::postgres::replication::{ReplicationError, ReplicationMessage, ReplicationStream};
-use crate::snapshot::SnapshotChunk;
-use crate::snapshot::incremental::{Watermark, Windows};
+use crate::snapshot::incremental::{self, Control, Watermark, Windows};
+use crate::snapshot::{SnapshotChunk, SnapshotError, marker};
 use crate::telemetry::metrics::metrics;
 
 pub(super) struct Reader {
@@ -50,6 +50,8 @@ pub(super) struct Reader {
     skipped: u64,
     /// Snapshot chunks read in watermark windows while streaming.
     windows: Option<Windows>,
+    /// Snapshot signals from the HTTP endpoint.
+    controls: mpsc::Receiver<Control>,
 }
 
 /// An item on its way to the channel.
@@ -107,6 +109,7 @@ impl Reader {
             tokio::time::interval(Duration::from_millis(cfg.postgres.status_interval_ms));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let acked = *flushed.borrow();
+        let cfg_clone = Arc::clone(&cfg);
         Reader {
             cfg,
             catalog,
@@ -120,6 +123,7 @@ impl Reader {
             received: Lsn::ZERO,
             acked,
             skipped: 0,
+            controls: incremental::register(cfg_name(&cfg_clone)),
             windows,
         }
     }
@@ -187,6 +191,13 @@ impl Reader {
                 _ = self.ticker.tick() => {
                     let flush = *self.flushed.borrow();
                     self.report(stream, flush, false).await?;
+                }
+                ctl = self.controls.recv() => {
+                    if let Some(c) = ctl
+                        && let Flow::Stop = self.apply_control(c, None, stream, cancel).await?
+                    {
+                        return Ok(());
+                    }
                 }
                 rows = async { self.windows.as_mut().expect("invariant: awaiting rows").rows().await }, if awaiting_rows => {
                     rows.map_err(|source| ConnectorError::Snapshot {
@@ -439,6 +450,37 @@ impl Reader {
             .get(&relation_oid)
             .cloned()
             .ok_or(PgError::UnknownRelation { oid: relation_oid })?;
+        if let Some(signals) = &self.cfg.snapshot.signal_table
+            && relation.relation.schema == signals.schema
+            && relation.relation.name == signals.table
+        {
+            // A signal, not data: acted on, never written to Kafka.
+            if op != Op::Create {
+                return Ok(Flow::Continue);
+            }
+            let column = |name: &str| {
+                let i = relation
+                    .relation
+                    .columns
+                    .iter()
+                    .position(|c| c.name == name)?;
+                match new.as_ref()?.get(i)? {
+                    TupleValue::Text(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                    _ => None,
+                }
+            };
+            let kind = column("type").unwrap_or_default();
+            return match incremental::parse_signal(&kind, column("data").as_deref()) {
+                Ok(c) => {
+                    info!(connector = %self.cfg.name, signal = %kind, "snapshot signal from the signal table");
+                    self.apply_control(c, Some(position), stream, cancel).await
+                }
+                Err(e) => {
+                    tracing::warn!(connector = %self.cfg.name, signal = %kind, error = %e, "signal ignored");
+                    Ok(Flow::Continue)
+                }
+            };
+        }
         let event = ChangeEvent {
             position,
             op,
@@ -453,6 +495,41 @@ impl Reader {
         }
         let size = event_size(&event);
         self.send(size, event, stream, cancel).await
+    }
+
+    /// Applies a snapshot signal; the progress it changes is stored (at the
+    /// signal's own position, for one from the signal table).
+    async fn apply_control(
+        &mut self,
+        control: Control,
+        position: Option<Position>,
+        stream: &mut ReplicationStream,
+        cancel: &CancellationToken,
+    ) -> Result<Flow, ConnectorError> {
+        let snap = |source: SnapshotError| ConnectorError::Snapshot {
+            connector: self.cfg.name.to_string(),
+            source,
+        };
+        if self.windows.is_none() {
+            self.windows = Some(Windows::idle(&self.cfg).await.map_err(snap)?);
+        }
+        let Some(windows) = self.windows.as_mut() else {
+            return Ok(Flow::Continue);
+        };
+        let Some(progress) = windows.control(control).await.map_err(snap)? else {
+            return Ok(Flow::Continue);
+        };
+        let chunk = SnapshotChunk {
+            table: Arc::from(""),
+            events: Vec::new(),
+            marker: marker::INCREMENTAL,
+            first_marker: None,
+            last_marker: None,
+            progress,
+            position,
+        };
+        self.send(0, Pending::Snapshot(Box::new(chunk), 0), stream, cancel)
+            .await
     }
 
     /// Logs, once the stream has moved past the stored offset, how many
@@ -581,4 +658,8 @@ impl Reader {
         );
         Ok(())
     }
+}
+
+fn cfg_name(cfg: &ConnectorConfig) -> &str {
+    cfg.name.as_str()
 }

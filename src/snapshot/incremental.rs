@@ -52,6 +52,95 @@ pub enum Control {
     Stop(Vec<TableName>),
 }
 
+/// Where signals reach running connectors: connector name → its reader.
+static CONTROLS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, mpsc::Sender<Control>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Registers a streaming connector's signal receiver (replacing the one
+/// of a previous run).
+pub fn register(connector: &str) -> mpsc::Receiver<Control> {
+    let (tx, rx) = mpsc::channel(16);
+    if let Ok(mut m) = CONTROLS.lock() {
+        m.insert(connector.to_owned(), tx);
+    }
+    rx
+}
+
+/// Why a signal was not delivered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SignalError {
+    /// No such connector, or it is not streaming.
+    NotStreaming,
+    /// Its queue of signals is full.
+    Busy,
+}
+
+/// Delivers a signal to a streaming connector.
+pub fn signal(connector: &str, control: Control) -> Result<(), SignalError> {
+    let tx = CONTROLS
+        .lock()
+        .ok()
+        .and_then(|m| m.get(connector).cloned())
+        .ok_or(SignalError::NotStreaming)?;
+    tx.try_send(control).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => SignalError::Busy,
+        mpsc::error::TrySendError::Closed(_) => SignalError::NotStreaming,
+    })
+}
+
+/// Parses a signal the way Debezium's signal table carries it: `type`
+/// (`execute-snapshot`, `stop-snapshot`, `pause-snapshot`,
+/// `resume-snapshot`) and `data` (JSON, `{"data-collections": ["schema.table", …]}`).
+pub fn parse_signal(kind: &str, data: Option<&str>) -> Result<Control, String> {
+    let tables = || -> Result<Vec<TableName>, String> {
+        let Some(data) = data.filter(|d| !d.trim().is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(data).map_err(|e| format!("data is not JSON: {e}"))?;
+        if let Some(t) = v.get("type").and_then(|t| t.as_str())
+            && !t.eq_ignore_ascii_case("incremental")
+        {
+            return Err(format!(
+                "snapshot type {t:?} is not supported: use \"incremental\""
+            ));
+        }
+        let list = v
+            .get("data-collections")
+            .and_then(|l| l.as_array())
+            .cloned()
+            .unwrap_or_default();
+        list.iter()
+            .map(|t| {
+                let s = t.as_str().ok_or("data-collections must be strings")?;
+                let (schema, table) = s
+                    .split_once('.')
+                    .ok_or_else(|| format!("{s:?} is not of the form \"schema.table\""))?;
+                Ok(TableName {
+                    schema: schema.to_owned(),
+                    table: table.to_owned(),
+                })
+            })
+            .collect()
+    };
+    match kind {
+        "execute-snapshot" => {
+            let t = tables()?;
+            if t.is_empty() {
+                return Err("execute-snapshot needs data-collections".into());
+            }
+            Ok(Control::Execute(t))
+        }
+        "stop-snapshot" => Ok(Control::Stop(tables()?)),
+        "pause-snapshot" => Ok(Control::Pause),
+        "resume-snapshot" => Ok(Control::Resume),
+        other => Err(format!(
+            "unknown signal type {other:?}: use execute-snapshot, stop-snapshot, pause-snapshot or resume-snapshot"
+        )),
+    }
+}
+
 struct Window {
     id: u64,
     table: usize,
@@ -131,6 +220,11 @@ impl Windows {
             open: None,
             paused: false,
         })
+    }
+
+    /// Windows with nothing to read yet (for a signal).
+    pub async fn idle(cfg: &Arc<ConnectorConfig>) -> Result<Windows, SnapshotError> {
+        Windows::start(cfg, SnapshotProgress::default()).await
     }
 
     /// Whether a window waits for its task's rows.
@@ -371,6 +465,10 @@ impl Windows {
             }
             Control::Execute(tables) => {
                 for name in tables {
+                    if !self.cfg.postgres.tables.contains(&name) {
+                        tracing::warn!(connector = %self.cfg.name, table = %name, "incremental snapshot of a table this connector does not capture ignored: add it to postgres.tables first");
+                        continue;
+                    }
                     let t = SnapTable::describe(&self.catalog, &name).await?;
                     let label = t.label.to_string();
                     if self
@@ -439,4 +537,42 @@ async fn window_task(
         .await
         .map_err(mark("write the high watermark"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_as_debezium_writes_them() {
+        assert_eq!(
+            parse_signal(
+                "execute-snapshot",
+                Some(r#"{"data-collections": ["public.b"], "type": "incremental"}"#)
+            ),
+            Ok(Control::Execute(vec![TableName {
+                schema: "public".into(),
+                table: "b".into()
+            }]))
+        );
+        assert_eq!(parse_signal("pause-snapshot", None), Ok(Control::Pause));
+        assert_eq!(
+            parse_signal("resume-snapshot", Some("")),
+            Ok(Control::Resume)
+        );
+        assert_eq!(
+            parse_signal("stop-snapshot", None),
+            Ok(Control::Stop(vec![]))
+        );
+        assert!(parse_signal("execute-snapshot", Some("{}")).is_err());
+        assert!(parse_signal("execute-snapshot", Some(r#"{"data-collections":["x"]}"#)).is_err());
+        assert!(
+            parse_signal(
+                "execute-snapshot",
+                Some(r#"{"data-collections":["a.b"],"type":"blocking"}"#)
+            )
+            .is_err()
+        );
+        assert!(parse_signal("log", None).is_err());
+    }
 }
