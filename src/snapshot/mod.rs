@@ -362,7 +362,7 @@ pub(crate) fn report_progress(
     m.snapshot_chunks_remaining
         .with_label_values(&[connector, &table.label])
         .set(chunks_left as i64);
-    if chunks_left % 16 != 0 {
+    if !chunks_left.is_multiple_of(16) {
         return;
     }
     tracing::info!(
