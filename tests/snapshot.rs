@@ -252,13 +252,13 @@ fn spawn_writes(
                 )
                 .await
                 .expect("update");
-            if deletes && n % 7 == 0 {
+            if deletes && n.is_multiple_of(7) {
                 client
                     .execute(&format!("DELETE FROM {table} WHERE id = $1"), &[&(id + 1)])
                     .await
                     .expect("delete");
             }
-            if n % 3 == 0 {
+            if n.is_multiple_of(3) {
                 let new = next.fetch_add(1, Ordering::Relaxed) as i64;
                 client
                     .execute(
