@@ -13,7 +13,7 @@ pub enum ConnectorState {
     /// Connecting, checking, fencing, reading the stored offset.
     Starting,
     /// Reading the tables' current rows before streaming (initial
-    /// snapshot); working as configured, so it counts as ready.
+    /// snapshot). Not ready yet: consumers do not have the tables.
     Snapshotting,
     /// Replication is running.
     Streaming,
