@@ -66,9 +66,6 @@ pub fn set_state(connector: &str, state: ConnectorState) {
 /// Every connector's state, and whether all of them stream.
 pub fn readiness() -> (bool, BTreeMap<String, ConnectorState>) {
     let states = STATES.read().map(|s| s.clone()).unwrap_or_default();
-    let ready = !states.is_empty()
-        && states
-            .values()
-            .all(|s| matches!(s, ConnectorState::Streaming | ConnectorState::Snapshotting));
+    let ready = !states.is_empty() && states.values().all(|s| *s == ConnectorState::Streaming);
     (ready, states)
 }
