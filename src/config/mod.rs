@@ -730,14 +730,14 @@ fn read_snapshot(mut section: Section) -> Option<SnapshotConfig> {
             None
         }
     };
-    let snapshot = SnapshotConfig {
+    // Unknown keys are reported whatever else is wrong.
+    section.finish();
+    Some(SnapshotConfig {
         mode: mode?,
         max_threads: max_threads.clamp(1, 64) as usize,
         chunk_pages: chunk_pages.max(1),
         signal_table,
-    };
-    section.finish();
-    Some(snapshot)
+    })
 }
 
 fn default_pg_host() -> String {
