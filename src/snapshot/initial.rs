@@ -94,6 +94,20 @@ impl Initial {
         }
         let resumed = started.iter().any(|&s| s);
         self.record_as_of().await?;
+        // Store the plan (and what it is read as of) before any row: a crash
+        // before the first chunk commits then resumes this snapshot too.
+        let plan = SnapshotChunk {
+            table: Arc::from(""),
+            events: Vec::new(),
+            marker: marker::TRUE,
+            first_marker: None,
+            last_marker: None,
+            progress: next_progress(&self.progress),
+            position: None,
+        };
+        if !sink.send(plan, 0).await {
+            return Ok(Outcome::WriterGone);
+        }
         let total = jobs.len();
         tracing::info!(
             connector = %connector,
