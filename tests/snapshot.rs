@@ -463,7 +463,7 @@ async fn each_snapshot_mode_behaves_as_documented() {
     let events = wait_n(&bed, "nodata.public.nd", 1, &s).await;
     assert_eq!(events[0].op, "c");
     assert_eq!(events[0].id, 1001);
-    s.stop();
+    assert!(s.stop().success(), "{}", s.log());
 
     // initial_only: the rows, then nothing: no slot, no stream.
     let file = with_snapshot(
@@ -539,7 +539,7 @@ async fn each_snapshot_mode_behaves_as_documented() {
     let events = wait_n(&bed, "needed.public.wn", 200, &s).await;
     assert!(events.iter().all(|e| e.op == "r"));
     assert!(s.log().contains("when_needed takes a new snapshot"));
-    s.stop();
+    assert!(s.stop().success(), "{}", s.log());
 }
 
 async fn post(siphon: &support::siphon::Siphon, path: &str, body: &str) -> (u16, String) {
@@ -644,5 +644,5 @@ async fn a_table_added_at_runtime_is_snapshotted_in_windows_while_it_is_written(
         s.log().contains("snapshot stopped").then_some(())
     })
     .await;
-    s.stop();
+    assert!(s.stop().success(), "{}", s.log());
 }

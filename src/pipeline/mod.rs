@@ -434,6 +434,10 @@ async fn run_once(
         }
     }
 
+    // The reader holds the only sender from here: the writer ends (and
+    // commits what it has) when the reader closes it.
+    drop(sender);
+
     // Start where the slot says, not at the stored offset: whatever
     // PostgreSQL re-sends (un-acked commits, or more after its own crash
     // reverted the slot) is dropped by position below, so the dedup path
