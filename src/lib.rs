@@ -12,6 +12,12 @@
 //!   └─ after the Kafka commit succeeds → flush LSN → reader acks it to PostgreSQL
 //! ```
 //!
+//! Snapshots (`snapshot::*`) feed the same writer with `op = "r"` chunks:
+//! the initial snapshot before replication starts (parallel COPY under the
+//! slot's exported snapshot), watermark windows from inside the reader
+//! while streaming (resume after a crash, incremental snapshots). A chunk
+//! and the progress marking it done share one Kafka transaction.
+//!
 //! The progress invariant: the LSN acknowledged to PostgreSQL never exceeds
 //! what the committed offset record covers, and after any restart every
 //! change at a position the offset covers is dropped. So a read_committed
@@ -30,4 +36,5 @@ pub mod event;
 pub mod kafka;
 pub mod pipeline;
 pub mod postgres;
+pub mod snapshot;
 pub mod telemetry;

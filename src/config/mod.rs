@@ -81,6 +81,7 @@ pub struct ConnectorConfig {
     pub heartbeat: HeartbeatConfig,
     /// `[types]`: how column values are represented (handling modes).
     pub types: crate::avro::modes::TypeModes,
+    pub snapshot: SnapshotConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -273,6 +274,63 @@ pub struct HeartbeatConfig {
     pub action_query: Option<String>,
 }
 
+/// When a connector reads its tables' current rows (op `r`) before or
+/// while streaming their changes; the names are Debezium's `snapshot.mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SnapshotMode {
+    /// Snapshot when the connector has no stored offset, then stream.
+    #[default]
+    Initial,
+    /// Snapshot when the connector has no stored offset, then stop (no slot
+    /// is created).
+    InitialOnly,
+    /// Never snapshot: stream changes from the slot's start only.
+    NoData,
+    /// Snapshot every time the connector starts, then stream.
+    Always,
+    /// Snapshot when there is no usable stored offset: none, or its slot is
+    /// gone (where `initial` stops with an error).
+    WhenNeeded,
+}
+
+impl SnapshotMode {
+    const ALL: [SnapshotMode; 5] = [
+        SnapshotMode::Initial,
+        SnapshotMode::InitialOnly,
+        SnapshotMode::NoData,
+        SnapshotMode::Always,
+        SnapshotMode::WhenNeeded,
+    ];
+
+    /// The spelling in connector files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotMode::Initial => "initial",
+            SnapshotMode::InitialOnly => "initial_only",
+            SnapshotMode::NoData => "no_data",
+            SnapshotMode::Always => "always",
+            SnapshotMode::WhenNeeded => "when_needed",
+        }
+    }
+}
+
+/// The `[snapshot]` section (see docs/snapshots.md).
+#[derive(Clone, Debug)]
+pub struct SnapshotConfig {
+    pub mode: SnapshotMode,
+    /// Connections reading chunks in parallel during an initial snapshot
+    /// (Debezium's `snapshot.max.threads`).
+    pub max_threads: usize,
+    /// Heap pages (8 KiB each) per chunk: tables are read in ctid ranges of
+    /// this many pages; a chunk is also the unit of progress and of one
+    /// incremental-snapshot window.
+    pub chunk_pages: u64,
+    /// Table whose inserted rows are signals (`execute-snapshot`,
+    /// `pause-snapshot`, …), as Debezium's `signal.data.collection`; it
+    /// must be in the publication. `None`: signals only over HTTP.
+    pub signal_table: Option<TableName>,
+}
+
 /// Everything wrong with one or more connector files.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .problems.join("\n"))]
@@ -431,6 +489,7 @@ fn read_connector(
     let schemas_section = top.section("schemas");
     let heartbeat = read_heartbeat(top.section("heartbeat"));
     let types = types::read_types(top.section("types"));
+    let snapshot = top.section("snapshot");
     top.finish();
 
     let default_object = name
@@ -634,6 +693,7 @@ fn read_connector(
     pipeline.at_least("channel_capacity_events", channel_capacity_events as u64, 1);
     pipeline.at_least("channel_capacity_bytes", channel_capacity_bytes, 1024);
     pipeline.finish();
+    let snapshot = read_snapshot(snapshot);
 
     Some(ConnectorConfig {
         file: path.to_owned(),
@@ -687,6 +747,55 @@ fn read_connector(
         schemas,
         heartbeat,
         types,
+        snapshot: snapshot?,
+    })
+}
+
+fn read_snapshot(mut section: Section) -> Option<SnapshotConfig> {
+    let mode_name: Option<String> = section.optional("mode");
+    let mode = match mode_name.as_deref() {
+        None => Some(SnapshotMode::default()),
+        Some(m) => {
+            let mode = SnapshotMode::ALL.into_iter().find(|x| x.as_str() == m);
+            if mode.is_none() {
+                let all: Vec<&str> = SnapshotMode::ALL.iter().map(|m| m.as_str()).collect();
+                section.problem_at(
+                    "mode",
+                    &format!(
+                        "{m:?} is not a snapshot mode: use one of {}",
+                        all.join(", ")
+                    ),
+                );
+            }
+            mode
+        }
+    };
+    let max_threads: u64 = section.optional("max_threads").unwrap_or(4);
+    let chunk_pages: u64 = section.optional("chunk_pages").unwrap_or(256);
+    let signal: Option<String> = section.optional("signal_table");
+    section.at_least("max_threads", max_threads, 1);
+    section.at_least("chunk_pages", chunk_pages, 1);
+    let signal_table = match signal.as_deref().map(parse_table) {
+        None => None,
+        Some(Some(t)) => Some(t),
+        Some(None) => {
+            section.problem_at(
+                "signal_table",
+                &format!(
+                    "{:?} is not of the form \"schema.table\"",
+                    signal.unwrap_or_default()
+                ),
+            );
+            None
+        }
+    };
+    // Unknown keys are reported whatever else is wrong.
+    section.finish();
+    Some(SnapshotConfig {
+        mode: mode?,
+        max_threads: max_threads.clamp(1, 64) as usize,
+        chunk_pages: chunk_pages.max(1),
+        signal_table,
     })
 }
 

@@ -465,3 +465,52 @@ fn schemas_section_and_partition_options() {
         ]
     );
 }
+
+#[test]
+fn the_snapshot_section_has_defaults_and_names_its_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "shop.toml", GOOD);
+    let c = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap();
+    assert_eq!(c.snapshot.mode, SnapshotMode::Initial);
+    assert_eq!(c.snapshot.max_threads, 4);
+    assert_eq!(c.snapshot.chunk_pages, 256);
+    assert_eq!(c.snapshot.signal_table, None);
+
+    let body = format!(
+        "{GOOD}[snapshot]\nmode = \"when_needed\"\nmax_threads = 2\nchunk_pages = 16\nsignal_table = \"ops.signals\"\n"
+    );
+    let path = write(&dir, "ok.toml", &body);
+    let c = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap();
+    assert_eq!(c.snapshot.mode, SnapshotMode::WhenNeeded);
+    assert_eq!(c.snapshot.max_threads, 2);
+    assert_eq!(c.snapshot.chunk_pages, 16);
+    assert_eq!(
+        c.snapshot.signal_table,
+        Some(TableName {
+            schema: "ops".into(),
+            table: "signals".into()
+        })
+    );
+
+    let body = format!(
+        "{GOOD}[snapshot]\nmode = \"sometimes\"\nmax_threads = 0\nsignal_table = \"signals\"\nchunk_page = 3\n"
+    );
+    let path = write(&dir, "bad.toml", &body);
+    let file = path.display().to_string();
+    let err = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap_err();
+    assert_eq!(
+        err.problems,
+        vec![
+            format!(
+                "{file}: snapshot.mode: \"sometimes\" is not a snapshot mode: use one of initial, initial_only, no_data, always, when_needed"
+            ),
+            format!("{file}: snapshot.max_threads: must be >= 1, got 0"),
+            format!(
+                "{file}: snapshot.signal_table: \"signals\" is not of the form \"schema.table\""
+            ),
+            format!(
+                "{file}: snapshot.chunk_page: unknown key; did you mean \"chunk_pages\"? (known keys: mode, max_threads, chunk_pages, signal_table)"
+            ),
+        ]
+    );
+}

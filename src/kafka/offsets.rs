@@ -26,12 +26,40 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::KafkaError;
 use crate::config::ConnectorConfig;
 use crate::event::{Lsn, Position};
+use crate::snapshot::progress::{SnapshotProgress, TableProgress};
 
 /// The offset schema, fixed by siphon.
 pub const OFFSET_SCHEMA: &str = include_str!("../../schemas/offset.avsc");
 
 static SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
     Schema::parse_str(OFFSET_SCHEMA).expect("invariant: schemas/offset.avsc is valid Avro")
+});
+
+/// The first version of the schema (before snapshot progress). Avro binary
+/// is the concatenation of the fields, so a record is read as this prefix
+/// and then, when bytes remain, the fields added since ([`TAIL`]); a record
+/// written by an older siphon simply has no tail.
+const OFFSET_SCHEMA_V1: &str = include_str!("../../schemas/offset-v1.avsc");
+
+static SCHEMA_V1: LazyLock<Schema> = LazyLock::new(|| {
+    Schema::parse_str(OFFSET_SCHEMA_V1).expect("invariant: schemas/offset-v1.avsc is valid Avro")
+});
+
+/// The fields after [`SCHEMA_V1`]'s, as a record of their own.
+static TAIL: LazyLock<Schema> = LazyLock::new(|| {
+    let full: serde_json::Value =
+        serde_json::from_str(OFFSET_SCHEMA).expect("invariant: schemas/offset.avsc is JSON");
+    let v1: serde_json::Value =
+        serde_json::from_str(OFFSET_SCHEMA_V1).expect("invariant: schemas/offset-v1.avsc is JSON");
+    let n = v1["fields"].as_array().map_or(0, Vec::len);
+    let tail: Vec<serde_json::Value> = full["fields"]
+        .as_array()
+        .map(|f| f[n..].to_vec())
+        .unwrap_or_default();
+    let schema = serde_json::json!({
+        "type": "record", "name": "OffsetTail", "namespace": "io.siphon", "fields": tail
+    });
+    Schema::parse(&schema).expect("invariant: the offset schema's new fields are valid Avro")
 });
 
 /// What a connector has durably written.
@@ -54,6 +82,8 @@ pub struct OffsetRecord {
     pub database: String,
     pub slot: String,
     pub written_at_ms: i64,
+    /// Progress of the snapshot in progress; `None` when none is.
+    pub snapshot: Option<SnapshotProgress>,
 }
 
 impl OffsetRecord {
@@ -74,11 +104,13 @@ impl OffsetRecord {
             self.index,
             self.txn_complete,
             self.flush_lsn,
+            &self.snapshot,
         ) == (
             other.commit_lsn,
             other.index,
             other.txn_complete,
             other.flush_lsn,
+            &other.snapshot,
         )
     }
 
@@ -98,6 +130,13 @@ impl OffsetRecord {
             ("database".into(), Value::String(self.database.clone())),
             ("slot".into(), Value::String(self.slot.clone())),
             ("written_at_ms".into(), Value::Long(self.written_at_ms)),
+            (
+                "snapshot".into(),
+                match &self.snapshot {
+                    None => Value::Union(0, Box::new(Value::Null)),
+                    Some(p) => Value::Union(1, Box::new(progress_to_avro(p))),
+                },
+            ),
         ]);
         GenericDatumWriter::builder(&SCHEMA)
             .build()
@@ -111,13 +150,22 @@ impl OffsetRecord {
             return Err("missing the Confluent wire-format header".into());
         }
         let mut body = &bytes[5..];
-        let value = GenericDatumReader::builder(&SCHEMA)
+        let value = GenericDatumReader::builder(&SCHEMA_V1)
             .build()
             .and_then(|r| r.read_value(&mut body))
             .map_err(|e| e.to_string())?;
-        let Value::Record(fields) = value else {
+        let Value::Record(mut fields) = value else {
             return Err("not a record".into());
         };
+        if !body.is_empty() {
+            let tail = GenericDatumReader::builder(&TAIL)
+                .build()
+                .and_then(|r| r.read_value(&mut body))
+                .map_err(|e| e.to_string())?;
+            if let Value::Record(more) = tail {
+                fields.extend(more);
+            }
+        }
         let get = |name: &str| {
             fields
                 .iter()
@@ -148,8 +196,85 @@ impl OffsetRecord {
             database: string("database")?,
             slot: string("slot")?,
             written_at_ms: long("written_at_ms")?,
+            snapshot: match fields.iter().find(|(n, _)| n == "snapshot") {
+                None => None,
+                Some((_, v)) => progress_from_avro(v)?,
+            },
         })
     }
+}
+
+fn progress_to_avro(p: &SnapshotProgress) -> Value {
+    let tables = p
+        .tables
+        .iter()
+        .map(|t| {
+            Value::Record(vec![
+                ("table".into(), Value::String(t.table.clone())),
+                ("chunk_pages".into(), Value::Long(t.chunk_pages as i64)),
+                ("chunks".into(), Value::Long(t.chunks as i64)),
+                ("done".into(), Value::Bytes(t.done.clone())),
+                ("rows".into(), Value::Long(t.rows as i64)),
+                (
+                    "as_of".into(),
+                    match &t.as_of {
+                        None => Value::Union(0, Box::new(Value::Null)),
+                        Some(s) => Value::Union(1, Box::new(Value::String(s.clone()))),
+                    },
+                ),
+            ])
+        })
+        .collect();
+    Value::Record(vec![("tables".into(), Value::Array(tables))])
+}
+
+fn progress_from_avro(v: &Value) -> Result<Option<SnapshotProgress>, String> {
+    let v = match v {
+        Value::Union(_, inner) => inner.as_ref(),
+        other => other,
+    };
+    let bad = || "field snapshot is malformed".to_string();
+    let fields = match v {
+        Value::Null => return Ok(None),
+        Value::Record(f) => f,
+        _ => return Err(bad()),
+    };
+    let Some((_, Value::Array(items))) = fields.iter().find(|(n, _)| n == "tables") else {
+        return Err(bad());
+    };
+    let mut tables = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Record(f) = item else {
+            return Err(bad());
+        };
+        let get = |name: &str| f.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+        let long = |name: &str| match get(name) {
+            Some(Value::Long(v)) if *v >= 0 => Ok(*v as u64),
+            _ => Err(format!("field snapshot.tables.{name} is malformed")),
+        };
+        tables.push(TableProgress {
+            table: match get("table") {
+                Some(Value::String(s)) => s.clone(),
+                _ => return Err(bad()),
+            },
+            chunk_pages: long("chunk_pages")?,
+            chunks: long("chunks")?,
+            done: match get("done") {
+                Some(Value::Bytes(b)) => b.clone(),
+                _ => return Err(bad()),
+            },
+            rows: long("rows")?,
+            as_of: match get("as_of") {
+                Some(Value::Union(_, v)) => match v.as_ref() {
+                    Value::String(s) => Some(s.clone()),
+                    _ => None,
+                },
+                Some(Value::String(s)) => Some(s.clone()),
+                _ => None,
+            },
+        });
+    }
+    Ok(Some(SnapshotProgress { tables }))
 }
 
 /// Reads the connector's last committed offset with `read_committed`.
@@ -313,6 +438,7 @@ mod tests {
             database: "shop".into(),
             slot: "siphon_shop".into(),
             written_at_ms: 1_700_000_000_000,
+            snapshot: None,
         }
     }
 
@@ -360,6 +486,50 @@ mod tests {
             wire.extend(r.to_avro());
             assert_eq!(OffsetRecord::from_wire(&wire).unwrap(), r);
         }
+    }
+
+    #[test]
+    fn snapshot_progress_round_trips() {
+        let mut r = record(100, None, false);
+        let mut t = TableProgress::plan("public.orders".into(), 1000, 256);
+        t.mark_done(2, 77);
+        t.as_of = Some("100:110:103,105".into());
+        r.snapshot = Some(SnapshotProgress {
+            tables: vec![t, TableProgress::plan("s.e".into(), 0, 256)],
+        });
+        let mut wire = vec![0, 0, 0, 0, 42];
+        wire.extend(r.to_avro());
+        assert_eq!(OffsetRecord::from_wire(&wire).unwrap(), r);
+    }
+
+    #[test]
+    fn a_record_written_before_snapshots_existed_still_decodes() {
+        // Written with the first schema version, as older siphons did.
+        let value = Value::Record(vec![
+            ("connector".into(), Value::String("shop".into())),
+            ("commit_lsn".into(), Value::Long(100)),
+            ("index".into(), Value::Long(4)),
+            ("txn_complete".into(), Value::Boolean(true)),
+            ("flush_lsn".into(), Value::Long(100)),
+            (
+                "system_id".into(),
+                Value::String("7300000000000000000".into()),
+            ),
+            ("timeline".into(), Value::Int(1)),
+            ("database".into(), Value::String("shop".into())),
+            ("slot".into(), Value::String("siphon_shop".into())),
+            ("written_at_ms".into(), Value::Long(1_700_000_000_000)),
+        ]);
+        let body = GenericDatumWriter::builder(&SCHEMA_V1)
+            .build()
+            .and_then(|w| w.write_value_to_vec(value))
+            .unwrap();
+        let mut wire = vec![0, 0, 0, 0, 42];
+        wire.extend(body);
+        assert_eq!(
+            OffsetRecord::from_wire(&wire).unwrap(),
+            record(100, Some(4), true)
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ use tracing::{error, info, warn};
 
 use crate::avro::registry::{RegistryClient, RegistryClientConfig, RegistryError};
 use crate::avro::{encode::EncodeError, schema::SchemaError};
-use crate::config::ConnectorConfig;
+use crate::config::{ConnectorConfig, SnapshotMode};
 use crate::error::ErrorClass;
 use crate::event::{ChangeEvent, Lsn};
 use crate::kafka::KafkaError;
@@ -40,6 +40,9 @@ use crate::postgres::catalog::Catalog;
 use crate::postgres::replication::{
     ReplicationClient, ReplicationConfig, SnapshotAction, StartOptions,
 };
+use crate::snapshot::initial::{ChunkSink, Initial, Outcome};
+use crate::snapshot::progress::{SnapshotProgress, TableProgress};
+use crate::snapshot::{SnapTable, SnapshotChunk, SnapshotError};
 use crate::telemetry::health::{self, ConnectorState};
 use crate::telemetry::metrics::metrics;
 
@@ -54,6 +57,43 @@ pub(crate) enum Item {
     /// The reader is between transactions and the server's WAL ends here:
     /// nothing before it is unsent. Lets an idle connector move its slot.
     Idle { wal_end: Lsn },
+    /// One snapshot chunk: written whole in one Kafka transaction together
+    /// with the progress it carries.
+    Snapshot(
+        Box<SnapshotChunk>,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
+}
+
+/// The sending side of the reader → writer channel, with its byte budget.
+#[derive(Clone)]
+pub(crate) struct ItemSender {
+    tx: mpsc::Sender<Item>,
+    budget: Arc<tokio::sync::Semaphore>,
+    max_item_bytes: u32,
+}
+
+impl ItemSender {
+    /// Sends a snapshot chunk once its bytes and a channel slot are free;
+    /// `false` when the writer is gone.
+    pub(crate) async fn send_chunk(&self, chunk: SnapshotChunk, bytes: usize) -> bool {
+        let bytes = u32::try_from(bytes)
+            .unwrap_or(u32::MAX)
+            .min(self.max_item_bytes);
+        let Ok(permit) = Arc::clone(&self.budget).acquire_many_owned(bytes).await else {
+            return false;
+        };
+        self.tx
+            .send(Item::Snapshot(Box::new(chunk), Some(permit)))
+            .await
+            .is_ok()
+    }
+}
+
+impl ChunkSink for ItemSender {
+    async fn send(&self, chunk: SnapshotChunk, bytes: usize) -> bool {
+        self.send_chunk(chunk, bytes).await
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +136,12 @@ pub enum ConnectorError {
     },
     #[error("the writer task of connector {connector} stopped unexpectedly")]
     WriterGone { connector: String },
+    #[error("snapshot of connector {connector} failed")]
+    Snapshot {
+        connector: String,
+        #[source]
+        source: SnapshotError,
+    },
 }
 
 impl ConnectorError {
@@ -114,6 +160,7 @@ impl ConnectorError {
             | ConnectorError::Encode { .. }
             | ConnectorError::IncompatibleSchema { .. } => ErrorClass::Fatal,
             ConnectorError::WriterGone { .. } => ErrorClass::Transient,
+            ConnectorError::Snapshot { source, .. } => source.class(),
         }
     }
 }
@@ -199,7 +246,16 @@ async fn run_once(
     producer
         .ensure_topic(&cfg.kafka.offsets_topic, true)
         .await?;
-    let stored = offsets::read_stored_offset(cfg).await?;
+    let mut stored = offsets::read_stored_offset(cfg).await?;
+    let mode = cfg.snapshot.mode;
+    let snap_err = |source| ConnectorError::Snapshot {
+        connector: name.to_string(),
+        source,
+    };
+
+    if mode == SnapshotMode::InitialOnly {
+        return initial_only(cfg, &catalog, producer, stored, cancel).await;
+    }
 
     let repl_cfg = ReplicationConfig {
         host: pg.host.clone(),
@@ -242,8 +298,28 @@ async fn run_once(
 
     // Only now, with the server known to be the one the offset belongs to,
     // create anything on it.
-    catalog.ensure_publication(cfg).await?;
-    match catalog.slot_state(&pg.slot).await? {
+    match &cfg.snapshot.signal_table {
+        // The signal table's inserts reach siphon through the stream.
+        Some(t) if !cfg.postgres.tables.contains(t) => {
+            let mut with_signals = (**cfg).clone();
+            with_signals.postgres.tables.push(t.clone());
+            catalog.ensure_publication(&with_signals).await?;
+        }
+        _ => catalog.ensure_publication(cfg).await?,
+    }
+    let slot_state = catalog.slot_state(&pg.slot).await?;
+    if mode == SnapshotMode::WhenNeeded && stored.is_some() && slot_state.is_none() {
+        warn!(connector = %name, slot = %pg.slot, "the stored offset's slot is gone: snapshot.mode = when_needed takes a new snapshot");
+        stored = None;
+    }
+    // The exported snapshot of a slot created here: (name, consistent point).
+    let mut exported = None;
+    // Nothing before the slot's confirmed position will be sent: the first
+    // offset must not claim less, or a restart before any transaction
+    // completes (killed inside the first, huge one) would find the slot
+    // "ahead" of it.
+    let mut slot_confirmed = slot_state.as_ref().and_then(|s| s.confirmed_flush_lsn);
+    match slot_state {
         None => {
             if let Some(s) = &stored {
                 return Err(PgError::SlotLost {
@@ -259,11 +335,17 @@ async fn run_once(
                 }
                 .into());
             }
-            let created = repl
-                .create_slot(&pg.slot, SnapshotAction::NoExport)
-                .await
-                .map_err(repl_err)?;
+            let action = if mode == SnapshotMode::NoData {
+                SnapshotAction::NoExport
+            } else {
+                SnapshotAction::Export
+            };
+            let created = repl.create_slot(&pg.slot, action).await.map_err(repl_err)?;
             info!(connector = %name, slot = %pg.slot, consistent_point = %created.consistent_point, "created replication slot");
+            slot_confirmed = Some(created.consistent_point);
+            if let Some(snapshot) = created.snapshot_name {
+                exported = Some((snapshot, created.consistent_point));
+            }
         }
         Some(state) => {
             if state.slot_type != "logical"
@@ -280,6 +362,88 @@ async fn run_once(
             }
         }
     }
+
+    let registry = RegistryClient::new(&RegistryClientConfig::from(&cfg.registry))
+        .map_err(ConnectorError::RegistryClient)?;
+    let mut initial = stored.clone().unwrap_or_else(|| OffsetRecord {
+        connector: name.to_string(),
+        commit_lsn: Lsn::ZERO,
+        index: None,
+        txn_complete: false,
+        flush_lsn: slot_confirmed.unwrap_or(Lsn::ZERO),
+        system_id: system.system_id.clone(),
+        timeline: system.timeline,
+        database: pg.database.clone(),
+        slot: pg.slot.clone(),
+        written_at_ms: 0,
+        snapshot: None,
+    });
+    // Tables to read in the stream (watermark windows): an interrupted
+    // snapshot's rest, or a whole snapshot the slot could not export.
+    let mut windowed: Option<SnapshotProgress> = stored.as_ref().and_then(|s| s.snapshot.clone());
+    let mut initial_run = None;
+    if let Some((snapshot_name, consistent_point)) = exported {
+        let tables = describe_tables(cfg, &catalog).await.map_err(snap_err)?;
+        let progress = plan(cfg, &tables);
+        // Everything before the consistent point is in the snapshot: an
+        // offset there covers exactly that (and lets the slot keep it).
+        initial.commit_lsn = consistent_point;
+        initial.flush_lsn = consistent_point;
+        initial.snapshot = Some(progress.clone());
+        stored = Some(initial.clone());
+        initial_run = Some(Initial {
+            cfg: Arc::clone(cfg),
+            snapshot_name,
+            consistent_point,
+            tables,
+            progress,
+        });
+    } else if windowed.is_none()
+        && matches!(
+            mode,
+            SnapshotMode::Always | SnapshotMode::Initial | SnapshotMode::WhenNeeded
+        )
+        && (stored.is_none() || mode == SnapshotMode::Always)
+    {
+        let tables = describe_tables(cfg, &catalog).await.map_err(snap_err)?;
+        info!(connector = %name, mode = mode.as_str(), "the slot exists, so the snapshot is read in watermark windows while streaming");
+        windowed = Some(plan(cfg, &tables));
+    }
+
+    let (tx, rx) = mpsc::channel(cfg.pipeline.channel_capacity_events);
+    let byte_budget = Arc::new(tokio::sync::Semaphore::new(
+        cfg.pipeline.channel_capacity_bytes as usize,
+    ));
+    let (flushed_tx, flushed_rx) = watch::channel(initial.flush_lsn);
+    let writer = writer::Writer::new(Arc::clone(cfg), producer, registry, initial, flushed_tx);
+    let writer = tokio::spawn(writer.run(rx));
+    let sender = ItemSender {
+        tx: tx.clone(),
+        budget: Arc::clone(&byte_budget),
+        max_item_bytes: u32::try_from(cfg.pipeline.channel_capacity_bytes).unwrap_or(u32::MAX),
+    };
+
+    if let Some(run) = initial_run {
+        health::set_state(name.as_str(), ConnectorState::Snapshotting);
+        let outcome = run.run(&sender, cancel).await;
+        if !matches!(outcome, Ok(Outcome::Done)) {
+            drop(sender);
+            drop(tx);
+            let written = writer.await;
+            return match (outcome, written) {
+                (Err(e), _) => Err(snap_err(e)),
+                (Ok(_), Ok(Err(e))) => Err(e),
+                (Ok(Outcome::WriterGone), _) | (Ok(_), Err(_)) => Err(ConnectorError::WriterGone {
+                    connector: name.to_string(),
+                }),
+                (Ok(_), Ok(Ok(_))) => Ok(()),
+            };
+        }
+    }
+
+    // The reader holds the only sender from here: the writer ends (and
+    // commits what it has) when the reader closes it.
+    drop(sender);
 
     // Start where the slot says, not at the stored offset: whatever
     // PostgreSQL re-sends (un-acked commits, or more after its own crash
@@ -323,32 +487,14 @@ async fn run_once(
         "streaming"
     );
 
-    let registry = RegistryClient::new(&RegistryClientConfig::from(&cfg.registry))
-        .map_err(ConnectorError::RegistryClient)?;
-
-    let initial = stored.clone().unwrap_or_else(|| OffsetRecord {
-        connector: name.to_string(),
-        commit_lsn: Lsn::ZERO,
-        index: None,
-        txn_complete: false,
-        // Nothing before the slot's confirmed position will be sent: the
-        // first offset must not claim less, or a restart before any
-        // transaction completes (killed inside the first, huge one) would
-        // find the slot "ahead" of it.
-        flush_lsn: confirmed.unwrap_or(Lsn::ZERO),
-        system_id: system.system_id.clone(),
-        timeline: system.timeline,
-        database: pg.database.clone(),
-        slot: pg.slot.clone(),
-        written_at_ms: 0,
-    });
-    let (tx, rx) = mpsc::channel(cfg.pipeline.channel_capacity_events);
-    let byte_budget = Arc::new(tokio::sync::Semaphore::new(
-        cfg.pipeline.channel_capacity_bytes as usize,
-    ));
-    let (flushed_tx, flushed_rx) = watch::channel(initial.flush_lsn);
-    let writer = writer::Writer::new(Arc::clone(cfg), producer, registry, initial, flushed_tx);
-    let writer = tokio::spawn(writer.run(rx));
+    let windows = match windowed {
+        Some(progress) => Some(
+            crate::snapshot::incremental::Windows::start(cfg, progress)
+                .await
+                .map_err(snap_err)?,
+        ),
+        None => None,
+    };
     let reader = reader::Reader::new(
         Arc::clone(cfg),
         catalog,
@@ -356,6 +502,7 @@ async fn run_once(
         tx,
         byte_budget,
         flushed_rx,
+        windows,
     );
     // A failing heartbeat cancels this run's token: the reader then stops
     // as on shutdown (committing what the writer has) and its error is
@@ -373,4 +520,138 @@ async fn run_once(
         None => Ok(()),
     };
     result.and(beat)
+}
+
+/// The configured tables as the catalog describes them now.
+async fn describe_tables(
+    cfg: &ConnectorConfig,
+    catalog: &Catalog,
+) -> Result<Vec<Arc<SnapTable>>, SnapshotError> {
+    let mut tables = Vec::with_capacity(cfg.postgres.tables.len());
+    for t in &cfg.postgres.tables {
+        tables.push(Arc::new(SnapTable::describe(catalog, t).await?));
+    }
+    Ok(tables)
+}
+
+/// A fresh snapshot of `tables`: every chunk pending.
+fn plan(cfg: &ConnectorConfig, tables: &[Arc<SnapTable>]) -> SnapshotProgress {
+    SnapshotProgress {
+        tables: tables
+            .iter()
+            .map(|t| TableProgress::plan(t.label.to_string(), t.pages, cfg.snapshot.chunk_pages))
+            .collect(),
+    }
+}
+
+/// `snapshot.mode = initial_only`: read the tables under one exported
+/// snapshot of an ordinary transaction (no slot: nothing is streamed
+/// afterwards), store that it is done, and stop. After a crash the
+/// unfinished chunks are read under a new snapshot.
+async fn initial_only(
+    cfg: &Arc<ConnectorConfig>,
+    catalog: &Catalog,
+    producer: TxProducer,
+    stored: Option<OffsetRecord>,
+    cancel: &CancellationToken,
+) -> Result<(), ConnectorError> {
+    let name = &cfg.name;
+    let snap_err = |source| ConnectorError::Snapshot {
+        connector: name.to_string(),
+        source,
+    };
+    if stored.as_ref().is_some_and(|s| s.snapshot.is_none()) {
+        info!(connector = %name, "snapshot.mode = initial_only and the snapshot is complete: nothing to do");
+        return Ok(());
+    }
+    let tables = describe_tables(cfg, catalog).await.map_err(snap_err)?;
+    let progress = match stored.as_ref().and_then(|s| s.snapshot.clone()) {
+        Some(p) => p,
+        None => plan(cfg, &tables),
+    };
+    // The exporting transaction must stay open until every worker imported
+    // its snapshot; it stays open (idle) until the end.
+    let exporter = Catalog::connect(&cfg.postgres).await?;
+    let export_err = |source| {
+        snap_err(SnapshotError::Watermark {
+            what: "export a snapshot",
+            source,
+        })
+    };
+    exporter
+        .client()
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(export_err)?;
+    let snapshot_name: String = exporter
+        .client()
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await
+        .map_err(export_err)?
+        .get(0);
+    let id: (String, i32) = {
+        let row = catalog
+            .client()
+            .query_one(
+                "SELECT system_identifier::text, (SELECT timeline_id FROM pg_control_checkpoint()) FROM pg_control_system()",
+                &[],
+            )
+            .await
+            .map_err(|source| PgError::Query {
+                what: "system identifier",
+                source,
+            })?;
+        (row.get(0), row.get(1))
+    };
+    let mut initial = stored.unwrap_or_else(|| OffsetRecord {
+        connector: name.to_string(),
+        commit_lsn: Lsn::ZERO,
+        index: None,
+        txn_complete: false,
+        flush_lsn: Lsn::ZERO,
+        system_id: id.0.clone(),
+        timeline: id.1 as u32,
+        database: cfg.postgres.database.clone(),
+        slot: cfg.postgres.slot.clone(),
+        written_at_ms: 0,
+        snapshot: None,
+    });
+    initial.snapshot = Some(progress.clone());
+    let registry = RegistryClient::new(&RegistryClientConfig::from(&cfg.registry))
+        .map_err(ConnectorError::RegistryClient)?;
+    let (tx, rx) = mpsc::channel(cfg.pipeline.channel_capacity_events);
+    let (flushed_tx, _flushed_rx) = watch::channel(initial.flush_lsn);
+    let writer = writer::Writer::new(Arc::clone(cfg), producer, registry, initial, flushed_tx);
+    let writer = tokio::spawn(writer.run(rx));
+    let sender = ItemSender {
+        tx,
+        budget: Arc::new(tokio::sync::Semaphore::new(
+            cfg.pipeline.channel_capacity_bytes as usize,
+        )),
+        max_item_bytes: u32::try_from(cfg.pipeline.channel_capacity_bytes).unwrap_or(u32::MAX),
+    };
+    health::set_state(name.as_str(), ConnectorState::Snapshotting);
+    let run = Initial {
+        cfg: Arc::clone(cfg),
+        snapshot_name,
+        consistent_point: Lsn::ZERO,
+        tables,
+        progress,
+    };
+    let outcome = run.run(&sender, cancel).await;
+    drop(sender);
+    let written = writer.await;
+    drop(exporter);
+    match (outcome, written) {
+        (Err(e), _) => Err(snap_err(e)),
+        (Ok(_), Ok(Err(e))) => Err(e),
+        (Ok(Outcome::WriterGone), _) | (Ok(_), Err(_)) => Err(ConnectorError::WriterGone {
+            connector: name.to_string(),
+        }),
+        (Ok(Outcome::Done), Ok(Ok(_))) => {
+            info!(connector = %name, "snapshot.mode = initial_only: snapshot complete, not streaming");
+            Ok(())
+        }
+        (Ok(Outcome::Cancelled), Ok(Ok(_))) => Ok(()),
+    }
 }

@@ -34,6 +34,8 @@ use crate::postgres::PgError;
 use crate::postgres::catalog::Catalog;
 use crate::postgres::pgoutput::{self, LogicalMessage};
 use crate::postgres::replication::{ReplicationError, ReplicationMessage, ReplicationStream};
+use crate::snapshot::incremental::{self, Control, Watermark, Windows};
+use crate::snapshot::{SnapshotChunk, SnapshotError, marker};
 use crate::telemetry::metrics::metrics;
 
 pub(super) struct Reader {
@@ -53,12 +55,17 @@ pub(super) struct Reader {
     /// Highest flushed position reported to PostgreSQL.
     acked: Lsn,
     skipped: u64,
+    /// Snapshot chunks read in watermark windows while streaming.
+    windows: Option<Windows>,
+    /// Snapshot signals from the HTTP endpoint.
+    controls: mpsc::Receiver<Control>,
 }
 
 /// An item on its way to the channel.
 enum Pending {
     Change(ChangeEvent),
     Other(Item),
+    Snapshot(Box<SnapshotChunk>, usize),
 }
 
 impl From<ChangeEvent> for Pending {
@@ -103,11 +110,13 @@ impl Reader {
         tx: mpsc::Sender<Item>,
         byte_budget: Arc<Semaphore>,
         flushed: watch::Receiver<Lsn>,
+        windows: Option<Windows>,
     ) -> Reader {
         let mut ticker =
             tokio::time::interval(Duration::from_millis(cfg.postgres.status_interval_ms));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let acked = *flushed.borrow();
+        let cfg_clone = Arc::clone(&cfg);
         Reader {
             cfg,
             catalog,
@@ -121,6 +130,8 @@ impl Reader {
             received: Lsn::ZERO,
             acked,
             skipped: 0,
+            controls: incremental::register(cfg_name(&cfg_clone)),
+            windows,
         }
     }
 
@@ -167,9 +178,13 @@ impl Reader {
         cancel: &CancellationToken,
     ) -> Result<(), ConnectorError> {
         loop {
+            if let Some(w) = self.windows.as_mut() {
+                w.poll_start();
+            }
+            let awaiting_rows = self.windows.as_ref().is_some_and(Windows::awaiting_rows);
             // Priority: shutdown first; then acks of fresh Kafka commits
             // (they free WAL on the server); then the periodic status
-            // update; then new data.
+            // update; then a snapshot window's rows; then new data.
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(()),
@@ -183,6 +198,19 @@ impl Reader {
                 _ = self.ticker.tick() => {
                     let flush = *self.flushed.borrow();
                     self.report(stream, flush, false).await?;
+                }
+                ctl = self.controls.recv() => {
+                    if let Some(c) = ctl
+                        && let Flow::Stop = self.apply_control(c, None, stream, cancel).await?
+                    {
+                        return Ok(());
+                    }
+                }
+                rows = async { self.windows.as_mut().expect("invariant: awaiting rows").rows().await }, if awaiting_rows => {
+                    rows.map_err(|source| ConnectorError::Snapshot {
+                        connector: self.cfg.name.to_string(),
+                        source,
+                    })?;
                 }
                 msg = stream.next() => {
                     let msg = msg.map_err(|source| self.repl_error(source))?;
@@ -371,6 +399,26 @@ impl Reader {
                 }
                 Ok(Flow::Continue)
             }
+            LogicalMessage::Message {
+                transactional: true,
+                prefix,
+                content,
+                ..
+            } if self.windows.is_some() => {
+                let (Some(windows), Some((tx, next_index))) =
+                    (self.windows.as_mut(), self.current.as_mut())
+                else {
+                    return Ok(Flow::Continue);
+                };
+                let tx = Arc::clone(tx);
+                match windows.on_message(&prefix, &content, &tx, next_index, lsn) {
+                    Watermark::Closed(chunk, bytes) => {
+                        self.send(0, Pending::Snapshot(chunk, bytes), stream, cancel)
+                            .await
+                    }
+                    Watermark::Ignored | Watermark::Opened => Ok(Flow::Continue),
+                }
+            }
             LogicalMessage::Type { .. }
             | LogicalMessage::Origin { .. }
             | LogicalMessage::Message { .. } => Ok(Flow::Continue),
@@ -409,6 +457,37 @@ impl Reader {
             .get(&relation_oid)
             .cloned()
             .ok_or(PgError::UnknownRelation { oid: relation_oid })?;
+        if let Some(signals) = &self.cfg.snapshot.signal_table
+            && relation.relation.schema == signals.schema
+            && relation.relation.name == signals.table
+        {
+            // A signal, not data: acted on, never written to Kafka.
+            if op != Op::Create {
+                return Ok(Flow::Continue);
+            }
+            let column = |name: &str| {
+                let i = relation
+                    .relation
+                    .columns
+                    .iter()
+                    .position(|c| c.name == name)?;
+                match new.as_ref()?.get(i)? {
+                    TupleValue::Text(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                    _ => None,
+                }
+            };
+            let kind = column("type").unwrap_or_default();
+            return match incremental::parse_signal(&kind, column("data").as_deref()) {
+                Ok(c) => {
+                    info!(connector = %self.cfg.name, signal = %kind, "snapshot signal from the signal table");
+                    self.apply_control(c, Some(position), stream, cancel).await
+                }
+                Err(e) => {
+                    tracing::warn!(connector = %self.cfg.name, signal = %kind, error = %e, "signal ignored");
+                    Ok(Flow::Continue)
+                }
+            };
+        }
         let event = ChangeEvent {
             position,
             op,
@@ -418,8 +497,46 @@ impl Reader {
             old,
             new,
         };
+        if let Some(w) = self.windows.as_mut() {
+            w.on_change(&event);
+        }
         let size = event_size(&event);
         self.send(size, event, stream, cancel).await
+    }
+
+    /// Applies a snapshot signal; the progress it changes is stored (at the
+    /// signal's own position, for one from the signal table).
+    async fn apply_control(
+        &mut self,
+        control: Control,
+        position: Option<Position>,
+        stream: &mut ReplicationStream,
+        cancel: &CancellationToken,
+    ) -> Result<Flow, ConnectorError> {
+        let snap = |source: SnapshotError| ConnectorError::Snapshot {
+            connector: self.cfg.name.to_string(),
+            source,
+        };
+        if self.windows.is_none() {
+            self.windows = Some(Windows::idle(&self.cfg).await.map_err(snap)?);
+        }
+        let Some(windows) = self.windows.as_mut() else {
+            return Ok(Flow::Continue);
+        };
+        let Some(progress) = windows.control(control).await.map_err(snap)? else {
+            return Ok(Flow::Continue);
+        };
+        let chunk = SnapshotChunk {
+            table: Arc::from(""),
+            events: Vec::new(),
+            marker: marker::INCREMENTAL,
+            first_marker: None,
+            last_marker: None,
+            progress,
+            position,
+        };
+        self.send(0, Pending::Snapshot(Box::new(chunk), 0), stream, cancel)
+            .await
     }
 
     /// Logs, once the stream has moved past the stored offset, how many
@@ -447,6 +564,17 @@ impl Reader {
         };
         let item = match item.into() {
             Pending::Other(item) => item,
+            Pending::Snapshot(chunk, bytes) => {
+                let bytes = u32::try_from(bytes)
+                    .unwrap_or(u32::MAX)
+                    .min(self.max_item_bytes());
+                let budget = Arc::clone(&self.byte_budget).acquire_many_owned(bytes);
+                match self.wait_answering(budget, stream, cancel).await? {
+                    None => return Ok(Flow::Stop),
+                    Some(Err(_)) => return Err(gone),
+                    Some(Ok(permit)) => Item::Snapshot(chunk, Some(permit)),
+                }
+            }
             Pending::Change(event) => {
                 let budget = Arc::clone(&self.byte_budget)
                     .acquire_many_owned(bytes.min(self.max_item_bytes()));
@@ -537,4 +665,8 @@ impl Reader {
         );
         Ok(())
     }
+}
+
+fn cfg_name(cfg: &ConnectorConfig) -> &str {
+    cfg.name.as_str()
 }

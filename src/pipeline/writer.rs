@@ -77,6 +77,10 @@ pub(super) struct Writer {
     batch_counts: HashMap<(Arc<str>, Op), u64>,
     /// Commit time of the newest change in the open transaction.
     newest_commit_us: Option<i64>,
+    /// `source.snapshot` of the event being written.
+    snapshot_marker: &'static str,
+    /// Snapshot rows of the open transaction by table.
+    snapshot_counts: HashMap<Arc<str>, u64>,
 }
 
 impl Writer {
@@ -110,6 +114,8 @@ impl Writer {
             version: env!("CARGO_PKG_VERSION"),
             batch_counts: HashMap::new(),
             newest_commit_us: None,
+            snapshot_marker: "false",
+            snapshot_counts: HashMap::new(),
         }
     }
 
@@ -192,6 +198,36 @@ impl Writer {
                     self.begin_if_needed()?;
                 }
             }
+            Item::Snapshot(chunk, _budget) => {
+                let rows = chunk.events.len() as u64;
+                for (i, event) in chunk.events.iter().enumerate() {
+                    self.snapshot_marker = chunk.marker_of(i);
+                    let written = self.write_change(event).await;
+                    self.snapshot_marker = "false";
+                    written?;
+                }
+                if rows > 0 {
+                    *self
+                        .snapshot_counts
+                        .entry(Arc::clone(&chunk.table))
+                        .or_default() += rows;
+                }
+                if let Some(pos) = chunk.position {
+                    self.pending.commit_lsn = pos.commit_lsn;
+                    self.pending.index = Some(pos.index);
+                    self.pending.txn_complete = false;
+                }
+                self.pending.snapshot = chunk.progress;
+                // A chunk is never split over Kafka transactions: its rows
+                // and the progress marking it done commit together.
+                self.begin_if_needed()?;
+                if let Some(b) = &self.batch
+                    && (b.events >= self.cfg.kafka.batch_max_events
+                        || b.bytes >= self.cfg.kafka.batch_max_bytes)
+                {
+                    self.commit().await?;
+                }
+            }
             Item::Idle { wal_end } => {
                 let interval = Duration::from_millis(self.cfg.kafka.idle_offset_interval_ms);
                 if self.batch.is_none()
@@ -266,7 +302,7 @@ impl Writer {
             connector_version: self.version,
             name: &self.cfg.kafka.topic_prefix,
             db: &self.cfg.postgres.database,
-            snapshot: "false",
+            snapshot: self.snapshot_marker,
             now_us: now_us(),
         };
         let r = plan.encode.encode_value(event, &ctx, &mut self.value_buf);
@@ -510,6 +546,9 @@ impl Writer {
         m.kafka_commit_seconds
             .with_label_values(&[name])
             .observe(started.elapsed().as_secs_f64());
+        for (table, n) in self.snapshot_counts.drain() {
+            m.snapshot_rows.with_label_values(&[name, &table]).inc_by(n);
+        }
         for ((table, op), n) in self.batch_counts.drain() {
             m.events
                 .with_label_values(&[name, &table, op.code()])

@@ -173,7 +173,7 @@ impl PgError {
 
 /// Errors with no SQLSTATE are I/O (server down, network cut): transient.
 /// Authentication, privilege and configuration errors need an operator.
-fn classify_sqlstate(code: Option<&SqlState>) -> ErrorClass {
+pub(crate) fn classify_sqlstate(code: Option<&SqlState>) -> ErrorClass {
     let Some(code) = code else {
         return ErrorClass::Transient;
     };

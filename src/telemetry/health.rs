@@ -12,6 +12,9 @@ use super::metrics::metrics;
 pub enum ConnectorState {
     /// Connecting, checking, fencing, reading the stored offset.
     Starting,
+    /// Reading the tables' current rows before streaming (initial
+    /// snapshot). Not ready yet: consumers do not have the tables.
+    Snapshotting,
     /// Replication is running.
     Streaming,
     /// A transient error stopped it; it restarts after a backoff.
@@ -23,8 +26,9 @@ pub enum ConnectorState {
 }
 
 impl ConnectorState {
-    const ALL: [ConnectorState; 5] = [
+    const ALL: [ConnectorState; 6] = [
         ConnectorState::Starting,
+        ConnectorState::Snapshotting,
         ConnectorState::Streaming,
         ConnectorState::Retrying,
         ConnectorState::Failed,
@@ -38,6 +42,7 @@ impl ConnectorState {
             ConnectorState::Retrying => "retrying",
             ConnectorState::Failed => "failed",
             ConnectorState::Stopped => "stopped",
+            ConnectorState::Snapshotting => "snapshotting",
         }
     }
 }

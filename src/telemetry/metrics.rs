@@ -18,6 +18,9 @@ pub const CONNECTOR_STATE: &str = "siphon_connector_state";
 pub const ERRORS_TOTAL: &str = "siphon_errors_total";
 pub const CHANNEL_EVENTS: &str = "siphon_channel_events";
 pub const HEARTBEATS_TOTAL: &str = "siphon_heartbeats_total";
+pub const SNAPSHOT_ROWS_TOTAL: &str = "siphon_snapshot_rows_total";
+pub const SNAPSHOT_ROWS_ESTIMATED: &str = "siphon_snapshot_rows_estimated";
+pub const SNAPSHOT_CHUNKS_REMAINING: &str = "siphon_snapshot_chunks_remaining";
 
 pub struct Metrics {
     registry: Registry,
@@ -40,6 +43,13 @@ pub struct Metrics {
     pub channel_events: IntGaugeVec,
     /// Heartbeat action queries that ran (`[heartbeat]`).
     pub heartbeats: IntCounterVec,
+    /// Snapshot rows committed to Kafka, by table.
+    pub snapshot_rows: IntCounterVec,
+    /// The table's estimated row count (`pg_class.reltuples`) while it is
+    /// snapshotted.
+    pub snapshot_rows_estimated: IntGaugeVec,
+    /// Chunks of the table not yet handed to the writer.
+    pub snapshot_chunks_remaining: IntGaugeVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -107,6 +117,21 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Heartbeat action queries run",
             &["connector"],
         ),
+        snapshot_rows: counter(
+            SNAPSHOT_ROWS_TOTAL,
+            "Snapshot rows committed to Kafka",
+            &["connector", "table"],
+        ),
+        snapshot_rows_estimated: gauge(
+            SNAPSHOT_ROWS_ESTIMATED,
+            "Estimated rows of a table being snapshotted",
+            &["connector", "table"],
+        ),
+        snapshot_chunks_remaining: gauge(
+            SNAPSHOT_CHUNKS_REMAINING,
+            "Snapshot chunks of a table not yet read",
+            &["connector", "table"],
+        ),
     };
     for c in [
         Box::new(m.events.clone()) as Box<dyn prometheus::core::Collector>,
@@ -119,6 +144,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.errors.clone()),
         Box::new(m.channel_events.clone()),
         Box::new(m.heartbeats.clone()),
+        Box::new(m.snapshot_rows.clone()),
+        Box::new(m.snapshot_rows_estimated.clone()),
+        Box::new(m.snapshot_chunks_remaining.clone()),
     ] {
         m.registry
             .register(c)
