@@ -126,9 +126,20 @@ impl TxProducer {
     pub async fn commit(&self) -> Result<(), KafkaError> {
         let p = Arc::clone(&self.producer);
         let timeout = self.commit_timeout;
-        tokio::task::spawn_blocking(move || p.commit_transaction(timeout))
-            .await?
-            .map_err(|source| txn_error(&self.connector, "commit", source))
+        let injected = crate::failpoint::fires(crate::failpoint::COMMIT_FAILS);
+        let result = tokio::task::spawn_blocking(move || match injected.as_deref() {
+            None => p.commit_transaction(timeout),
+            Some(when) => {
+                if when == "after" {
+                    p.commit_transaction(timeout)?;
+                }
+                Err(RdKafkaError::MessageProduction(
+                    RDKafkaErrorCode::OperationTimedOut,
+                ))
+            }
+        })
+        .await?;
+        result.map_err(|source| txn_error(&self.connector, "commit", source))
     }
 
     /// Aborts the open transaction (best effort: on failure the next

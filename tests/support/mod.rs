@@ -10,6 +10,9 @@ pub mod kafka_proxy;
 pub mod postgres;
 pub mod registry;
 pub mod siphon;
+pub mod tcp_proxy;
+pub mod truth;
+pub mod workload;
 
 use std::time::{Duration, Instant};
 
