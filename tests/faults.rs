@@ -140,6 +140,16 @@ request_timeout_ms = 3000
         (run, siphon)
     }
 
+    /// Inserts and updates so far (each takes one value of the workload's
+    /// sequence; survives PostgreSQL restarts, unlike the statistics).
+    fn changes_so_far(&self) -> u64 {
+        self.bed
+            .pg
+            .psql(DB, "SELECT last_value FROM wl_v")
+            .parse()
+            .unwrap_or(0)
+    }
+
     fn slot(&self) -> String {
         format!("siphon_{}", self.name)
     }
@@ -239,6 +249,193 @@ request_timeout_ms = 3000
     }
 }
 
+/// One fault the harness can inject.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Sigkill,
+    GracefulRestart,
+    /// Crash at a named protocol step (a `siphon::failpoint` name).
+    Crash(&'static str),
+    /// A Kafka commit reported failed, `"before"` or `"after"` committing.
+    CommitFails(&'static str),
+    /// The answer to an EndTxn lost on the network (the Kafka proxy cuts).
+    CommitOutcomeUnknown,
+    KafkaCut,
+    KafkaStall,
+    PostgresCut,
+    PostgresStall,
+    /// The registry's network down across a siphon restart.
+    RegistryDown,
+    /// The registry answering 503 across a siphon restart.
+    Registry503,
+    /// `pg_ctl stop -m <mode>`, then start.
+    PostgresRestart(&'static str),
+    /// A second instance of the connector: one is fenced.
+    SecondInstance,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Sigkill => "sigkill",
+            Fault::GracefulRestart => "graceful_restart",
+            Fault::Crash(point) => point,
+            Fault::CommitFails("after") => "commit_fails_after_commit",
+            Fault::CommitFails(_) => "commit_fails_before_commit",
+            Fault::CommitOutcomeUnknown => "commit_outcome_unknown",
+            Fault::KafkaCut => "kafka_cut",
+            Fault::KafkaStall => "kafka_stall",
+            Fault::PostgresCut => "postgres_cut",
+            Fault::PostgresStall => "postgres_stall",
+            Fault::RegistryDown => "registry_down",
+            Fault::Registry503 => "registry_503",
+            Fault::PostgresRestart("fast") => "postgres_restart_fast",
+            Fault::PostgresRestart(_) => "postgres_restart_immediate",
+            Fault::SecondInstance => "fenced",
+        }
+    }
+}
+
+impl Run {
+    /// Injects `fault` into the running siphon `s` (which may be replaced)
+    /// and returns once it is over (siphon may still be recovering).
+    async fn inject(&mut self, fault: Fault, s: &mut Siphon) {
+        match fault {
+            Fault::Sigkill => {
+                self.kill_restart(s);
+                return;
+            }
+            Fault::GracefulRestart => {
+                self.note_rss(s);
+                assert!(s.stop().success(), "graceful stop:\n{}", tail(&s.log()));
+                *s = self.siphon(&[]);
+            }
+            Fault::Crash(point) => {
+                // Let it pass the point a few times first.
+                let skip = self.rng.random_range(2..8);
+                let arm = format!("{point}={skip}*off->return");
+                self.note_rss(s);
+                s.kill();
+                *s = self.siphon(&[("FAILPOINTS", &arm)]);
+                let log = wait_exit(s, point);
+                assert!(
+                    log.contains(&format!("fail point {point}: aborting")),
+                    "{point} did not fire:\n{}",
+                    tail(&log)
+                );
+                *s = self.siphon(&[]);
+            }
+            Fault::CommitFails(when) => {
+                let skip = self.rng.random_range(2..6);
+                let action = if when == "after" {
+                    "return(after)"
+                } else {
+                    "return"
+                };
+                let arm = format!("{}={skip}*off->1*{action}", siphon::failpoint::COMMIT_FAILS);
+                self.note_rss(s);
+                s.kill();
+                *s = self.siphon(&[("FAILPOINTS", &arm)]);
+                let (sref, name) = (&*s, self.name.clone());
+                let sample = format!(
+                    "siphon_kafka_transactions_total{{connector=\"{name}\",outcome=\"failed\"}}"
+                );
+                poll_until(WAIT, "an injected commit failure", async || {
+                    (sref.metric(&sample).await.unwrap_or(0.0) >= 1.0).then_some(())
+                })
+                .await;
+                // One more commit by the same process: it recovered.
+                let committed = format!(
+                    "siphon_kafka_transactions_total{{connector=\"{name}\",outcome=\"committed\"}}"
+                );
+                let before = sref.metric(&committed).await.unwrap_or(0.0);
+                poll_until(WAIT, "a commit after the failure", async || {
+                    (sref.metric(&committed).await.unwrap_or(0.0) > before).then_some(())
+                })
+                .await;
+            }
+            Fault::CommitOutcomeUnknown => {
+                let before = self.kafka.end_txn_cuts();
+                self.kafka.cut_at_end_txn(1);
+                let k = &self.kafka;
+                poll_until(WAIT, "an EndTxn answer swallowed", async || {
+                    (k.end_txn_cuts() > before).then_some(())
+                })
+                .await;
+            }
+            Fault::KafkaCut => self.kafka.cut(),
+            Fault::KafkaStall => {
+                self.kafka.stall(true);
+                self.sleep_random(1000, 3000).await;
+                self.kafka.stall(false);
+            }
+            Fault::PostgresCut => self.pg_net.cut(),
+            Fault::PostgresStall => {
+                self.pg_net.stall(true);
+                self.sleep_random(1000, 3000).await;
+                self.pg_net.stall(false);
+            }
+            Fault::RegistryDown => {
+                // siphon cannot register its schemas: it waits and resumes.
+                self.registry_net.set_down(true);
+                self.kill_restart(s);
+                self.sleep_random(2000, 4000).await;
+                self.registry_net.set_down(false);
+            }
+            Fault::Registry503 => {
+                self.bed.registry.set_unavailable(true);
+                self.kill_restart(s);
+                self.sleep_random(2000, 4000).await;
+                self.bed.registry.set_unavailable(false);
+            }
+            Fault::PostgresRestart(mode) => {
+                self.bed.pg.stop(mode);
+                self.sleep_random(200, 1000).await;
+                self.bed.pg.start_again();
+            }
+            Fault::SecondInstance => {
+                let mut second = self.siphon(&[]);
+                let deadline = std::time::Instant::now() + WAIT * 2;
+                let first_lost = loop {
+                    if s.wait(Duration::ZERO).is_some() {
+                        break true;
+                    }
+                    if second.wait(Duration::ZERO).is_some() {
+                        break false;
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "neither instance was fenced\n--- first ---\n{}\n--- second ---\n{}",
+                        warnings(&s.log()),
+                        warnings(&second.log())
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                };
+                if first_lost {
+                    std::mem::swap(s, &mut second);
+                }
+                let log = second.log();
+                assert!(
+                    log.contains("was fenced"),
+                    "stopped without a fencing error:\n{}",
+                    warnings(&log)
+                );
+                assert!(
+                    s.wait(Duration::ZERO).is_none(),
+                    "the other instance stopped too:\n{}",
+                    warnings(&s.log())
+                );
+                eprintln!(
+                    "{}: fenced the {} instance",
+                    self.name,
+                    if first_lost { "first" } else { "second" }
+                );
+            }
+        }
+        self.count(fault.name());
+    }
+}
+
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(60)..].join("\n")
@@ -265,13 +462,10 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
             run.workload().request_big();
         }
         run.sleep_random(200, 1500).await;
-        run.kill_restart(&mut s);
+        run.inject(Fault::Sigkill, &mut s).await;
         if i == 6 {
-            // A graceful stop and start in the middle of the stream.
             run.progress(10).await;
-            assert!(s.stop().success(), "graceful stop:\n{}", tail(&s.log()));
-            run.count("graceful_stop");
-            s = run.siphon(&[]);
+            run.inject(Fault::GracefulRestart, &mut s).await;
         }
     }
     run.workload().wait_big_done(CATCH_UP).await;
@@ -297,36 +491,10 @@ async fn crash_at_every_protocol_step_and_failed_commits() {
         AFTER_COMMIT,
         AFTER_ACK,
     ] {
-        // Let it pass the point a few times first.
-        let skip = run.rng.random_range(2..8);
-        let arm = format!("{point}={skip}*off->return");
-        run.note_rss(&s);
-        s.kill();
-        s = run.siphon(&[("FAILPOINTS", &arm)]);
-        let log = wait_exit(&mut s, point);
-        assert!(
-            log.contains(&format!("fail point {point}: aborting")),
-            "{point} did not fire:\n{}",
-            tail(&log)
-        );
-        run.count(point);
+        run.inject(Fault::Crash(point), &mut s).await;
     }
-    // Commit failures: reported after committing, then before.
-    s = run.siphon(&[(
-        "FAILPOINTS",
-        &format!("{COMMIT_FAILS}=3*off->1*return(after)->5*off->1*return"),
-    )]);
-    let sref = &s;
-    poll_until(WAIT, "two injected commit failures", async || {
-        let failed = sref
-            .metric("siphon_kafka_transactions_total{connector=\"steps\",outcome=\"failed\"}")
-            .await
-            .unwrap_or(0.0);
-        (failed >= 2.0).then_some(())
-    })
-    .await;
-    run.count("commit_fails_after_commit");
-    run.count("commit_fails_before_commit");
+    run.inject(Fault::CommitFails("after"), &mut s).await;
+    run.inject(Fault::CommitFails("before"), &mut s).await;
     run.progress(20).await;
     run.finish(s).await;
 }
@@ -338,64 +506,20 @@ async fn crash_at_every_protocol_step_and_failed_commits() {
 async fn network_and_service_faults() {
     let (mut run, mut s) = Run::start("net", 3, "").await;
     run.progress(20).await;
-
-    run.kafka.cut();
-    run.count("kafka_cut");
-    run.progress(10).await;
-
-    run.kafka.stall(true);
-    run.sleep_random(1000, 3000).await;
-    run.kafka.stall(false);
-    run.count("kafka_stall");
-    run.progress(10).await;
-
-    run.kafka.cut_at_end_txn(1);
-    let k = &run.kafka;
-    poll_until(WAIT, "an EndTxn answer swallowed", async || {
-        (k.end_txn_cuts() == 1).then_some(())
-    })
-    .await;
-    run.count("commit_outcome_unknown");
-    run.progress(10).await;
-
-    run.pg_net.cut();
-    run.count("postgres_cut");
-    run.progress(10).await;
-
-    run.pg_net.stall(true);
-    run.sleep_random(1000, 3000).await;
-    run.pg_net.stall(false);
-    run.count("postgres_stall");
-    run.progress(10).await;
-
-    // The registry unreachable across a restart: siphon cannot register
-    // its schemas, waits, and resumes when it is back.
-    run.registry_net.set_down(true);
-    run.kill_restart(&mut s);
-    run.sleep_random(2000, 4000).await;
-    run.registry_net.set_down(false);
-    run.count("registry_down");
-    run.progress(10).await;
-
-    run.bed.registry.set_unavailable(true);
-    run.kill_restart(&mut s);
-    run.sleep_random(2000, 4000).await;
-    run.bed.registry.set_unavailable(false);
-    run.count("registry_503");
-    run.progress(10).await;
-
-    for mode in ["immediate", "fast"] {
-        run.bed.pg.stop(mode);
-        run.sleep_random(200, 1000).await;
-        run.bed.pg.start_again();
-        run.count(if mode == "fast" {
-            "postgres_restart_fast"
-        } else {
-            "postgres_restart_immediate"
-        });
+    for fault in [
+        Fault::KafkaCut,
+        Fault::KafkaStall,
+        Fault::CommitOutcomeUnknown,
+        Fault::PostgresCut,
+        Fault::PostgresStall,
+        Fault::RegistryDown,
+        Fault::Registry503,
+        Fault::PostgresRestart("immediate"),
+        Fault::PostgresRestart("fast"),
+    ] {
+        run.inject(fault, &mut s).await;
         run.progress(10).await;
     }
-
     run.finish(s).await;
 }
 
@@ -404,47 +528,12 @@ async fn network_and_service_faults() {
 /// error, and exactly one goes on writing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_instance_is_fenced_and_exactly_one_writes() {
-    let (mut run, mut first) = Run::start("fence", 2, "").await;
+    let (mut run, mut s) = Run::start("fence", 2, "").await;
     run.progress(20).await;
-    let mut second = run.siphon(&[]);
-    let deadline = std::time::Instant::now() + WAIT * 2;
-    let first_lost = loop {
-        if first.wait(Duration::ZERO).is_some() {
-            break true;
-        }
-        if second.wait(Duration::ZERO).is_some() {
-            break false;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "neither instance was fenced\n--- first ---\n{}\n--- second ---\n{}",
-            warnings(&first.log()),
-            warnings(&second.log())
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let (mut loser, winner) = if first_lost {
-        (first, second)
-    } else {
-        (second, first)
-    };
-    let log = loser.log();
-    assert!(
-        log.contains("was fenced"),
-        "stopped without a fencing error:\n{}",
-        warnings(&log)
-    );
-    run.count("fenced");
-    // The winner keeps streaming and writing.
+    run.inject(Fault::SecondInstance, &mut s).await;
+    // The survivor keeps streaming and writing.
     run.progress(30).await;
-    let mut winner = winner;
-    assert!(
-        winner.wait(Duration::ZERO).is_none(),
-        "the other instance stopped too:\n{}",
-        warnings(&winner.log())
-    );
-    loser.kill();
-    run.finish(winner).await;
+    run.finish(s).await;
 }
 
 /// WARN and ERROR lines of a siphon log.
@@ -453,4 +542,78 @@ fn warnings(log: &str) -> String {
         .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The long version (scripts/faults-long.sh): `FAULTS_KILLS` SIGKILLs and
+/// every other fault `FAULTS_EACH` times, in a random order
+/// (`FAULTS_SEED`), while the workload — topped up with 100k-row
+/// transactions — makes at least `FAULTS_CHANGES` changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the long version; run by scripts/faults-long.sh"]
+async fn long_run() {
+    use siphon::failpoint::*;
+    let kills = env_u64("FAULTS_KILLS", 200);
+    let each = env_u64("FAULTS_EACH", 10);
+    let changes = env_u64("FAULTS_CHANGES", 5_000_000);
+    let (mut run, mut s) = Run::start("long", 4, "").await;
+    let others = [
+        Fault::GracefulRestart,
+        Fault::Crash(BEFORE_PRODUCE),
+        Fault::Crash(MID_BATCH),
+        Fault::Crash(BEFORE_COMMIT),
+        Fault::Crash(DURING_COMMIT),
+        Fault::Crash(AFTER_COMMIT),
+        Fault::Crash(AFTER_ACK),
+        Fault::CommitFails("before"),
+        Fault::CommitFails("after"),
+        Fault::CommitOutcomeUnknown,
+        Fault::KafkaCut,
+        Fault::KafkaStall,
+        Fault::PostgresCut,
+        Fault::PostgresStall,
+        Fault::RegistryDown,
+        Fault::Registry503,
+        Fault::PostgresRestart("immediate"),
+        Fault::PostgresRestart("fast"),
+        Fault::SecondInstance,
+    ];
+    let mut schedule: Vec<Fault> = (0..kills).map(|_| Fault::Sigkill).collect();
+    for _ in 0..each {
+        schedule.extend(others);
+    }
+    // Fisher-Yates with the run's seeded generator.
+    for i in (1..schedule.len()).rev() {
+        let j = run.rng.random_range(0..=i);
+        schedule.swap(i, j);
+    }
+    let started = std::time::Instant::now();
+    let total = schedule.len() as u64;
+    for (i, fault) in schedule.into_iter().enumerate() {
+        let done = run.changes_so_far();
+        if done < changes * (i as u64 + 1) / total && run.workload().big_pending() == 0 {
+            run.workload().request_big();
+        }
+        run.sleep_random(200, 1500).await;
+        run.inject(fault, &mut s).await;
+        if i % 25 == 0 {
+            eprintln!(
+                "long: {i}/{total} faults, ~{done} changes, {:?} elapsed",
+                started.elapsed()
+            );
+        }
+    }
+    while run.changes_so_far() < changes {
+        run.workload().request_big();
+        run.workload().wait_big_done(CATCH_UP).await;
+    }
+    run.progress(20).await;
+    let v = run.finish(s).await;
+    eprintln!("long: done in {:?}: {v}", started.elapsed());
 }

@@ -90,6 +90,14 @@ impl Workload {
         self.shared.big_requests.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Big transactions requested and not yet committed.
+    pub fn big_pending(&self) -> u64 {
+        self.shared
+            .big_requests
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.shared.big.load(Ordering::SeqCst))
+    }
+
     pub fn stats(&self) -> WorkloadStats {
         WorkloadStats {
             committed_txns: self.shared.committed.load(Ordering::SeqCst),
