@@ -24,14 +24,19 @@ use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
 use support::bed::{Bed, WAIT};
+use support::kafka::Broker;
 use support::kafka_proxy::KafkaProxy;
 use support::poll_until;
+use support::s3::S3StandIn;
 use support::siphon::Siphon;
 use support::tcp_proxy::TcpProxy;
 use support::truth::{self, Verdict};
 use support::workload::{self, Workload, WorkloadSpec};
 
 const DB: &str = "app";
+
+const FEATURE_NEEDED: &str =
+    "fail points need the binary built with `--features failpoints` (scripts/test.sh does it)";
 
 /// Generous: catching up after a burst of faults on a loaded 2-core machine.
 const CATCH_UP: Duration = Duration::from_secs(600);
@@ -40,6 +45,9 @@ const CATCH_UP: Duration = Duration::from_secs(600);
 /// the faults injected so far.
 struct Run {
     bed: Bed,
+    /// tansu's storage when the broker must survive a restart; dropped
+    /// after the bed (and so after the broker).
+    s3: Option<S3StandIn>,
     kafka: KafkaProxy,
     pg_net: TcpProxy,
     registry_net: TcpProxy,
@@ -56,7 +64,25 @@ impl Run {
     /// Starts the services and a first siphon, waits until it owns its
     /// slot, creates the truth slot, and starts the workload.
     async fn start(name: &str, tables: usize, extra_kafka: &str) -> (Run, Siphon) {
-        let bed = Bed::start(DB).await;
+        Run::start_with(name, tables, extra_kafka, false).await
+    }
+
+    /// With `persistent_broker`, tansu keeps its log in S3 (a stand-in
+    /// server, `support::s3`), so [`Fault::BrokerRestart`] loses nothing.
+    async fn start_with(
+        name: &str,
+        tables: usize,
+        extra_kafka: &str,
+        persistent_broker: bool,
+    ) -> (Run, Siphon) {
+        let mut bed = Bed::start(DB).await;
+        let s3 = persistent_broker.then(|| {
+            let s3 = S3StandIn::start("tansu");
+            let env = s3.env();
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            bed.broker = Broker::start_with_storage("s3://tansu/", &env);
+            s3
+        });
         workload::create_tables(&bed.pg, DB, tables);
         let kafka = KafkaProxy::start(&bed.broker.bootstrap);
         let pg_net = TcpProxy::start(&format!("127.0.0.1:{}", bed.pg.port()));
@@ -112,6 +138,7 @@ request_timeout_ms = 3000
         eprintln!("{name}: FAULTS_SEED={seed}");
         let mut run = Run {
             bed,
+            s3,
             kafka,
             pg_net,
             registry_net,
@@ -272,6 +299,8 @@ enum Fault {
     PostgresRestart(&'static str),
     /// A second instance of the connector: one is fenced.
     SecondInstance,
+    /// The broker killed and started again (needs a persistent broker).
+    BrokerRestart,
 }
 
 impl Fault {
@@ -292,6 +321,7 @@ impl Fault {
             Fault::PostgresRestart("fast") => "postgres_restart_fast",
             Fault::PostgresRestart(_) => "postgres_restart_immediate",
             Fault::SecondInstance => "fenced",
+            Fault::BrokerRestart => "broker_restart",
         }
     }
 }
@@ -311,6 +341,7 @@ impl Run {
                 *s = self.siphon(&[]);
             }
             Fault::Crash(point) => {
+                assert!(cfg!(feature = "failpoints"), "{FEATURE_NEEDED}");
                 // Let it pass the point a few times first.
                 let skip = self.rng.random_range(2..8);
                 let arm = format!("{point}={skip}*off->return");
@@ -326,6 +357,7 @@ impl Run {
                 *s = self.siphon(&[]);
             }
             Fault::CommitFails(when) => {
+                assert!(cfg!(feature = "failpoints"), "{FEATURE_NEEDED}");
                 let skip = self.rng.random_range(2..6);
                 let action = if when == "after" {
                     "return(after)"
@@ -387,6 +419,13 @@ impl Run {
                 self.kill_restart(s);
                 self.sleep_random(2000, 4000).await;
                 self.bed.registry.set_unavailable(false);
+            }
+            Fault::BrokerRestart => {
+                assert!(
+                    self.s3.is_some(),
+                    "broker restart needs Run::start_with(.., true)"
+                );
+                self.bed.broker.restart();
             }
             Fault::PostgresRestart(mode) => {
                 self.bed.pg.stop(mode);
@@ -519,6 +558,20 @@ async fn network_and_service_faults() {
     ] {
         run.inject(fault, &mut s).await;
         run.progress(10).await;
+    }
+    run.finish(s).await;
+}
+
+/// The broker killed and restarted (its log kept in S3): siphon's
+/// producer and the open transaction die with it; siphon resumes from the
+/// stored offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_loses_and_duplicates_nothing() {
+    let (mut run, mut s) = Run::start_with("broker", 2, "", true).await;
+    run.progress(20).await;
+    for _ in 0..2 {
+        run.inject(Fault::BrokerRestart, &mut s).await;
+        run.progress(50).await;
     }
     run.finish(s).await;
 }
