@@ -615,7 +615,7 @@ async fn long_run() {
     let kills = env_u64("FAULTS_KILLS", 200);
     let each = env_u64("FAULTS_EACH", 10);
     let changes = env_u64("FAULTS_CHANGES", 5_000_000);
-    let (mut run, mut s) = Run::start("long", 4, "").await;
+    let (mut run, mut s) = Run::start_with("long", 4, "", true).await;
     let others = [
         Fault::GracefulRestart,
         Fault::Crash(BEFORE_PRODUCE),
@@ -636,6 +636,7 @@ async fn long_run() {
         Fault::PostgresRestart("immediate"),
         Fault::PostgresRestart("fast"),
         Fault::SecondInstance,
+        Fault::BrokerRestart,
     ];
     let mut schedule: Vec<Fault> = (0..kills).map(|_| Fault::Sigkill).collect();
     for _ in 0..each {
