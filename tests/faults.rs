@@ -348,7 +348,9 @@ impl Run {
                 self.note_rss(s);
                 s.kill();
                 *s = self.siphon(&[("FAILPOINTS", &arm)]);
-                let log = wait_exit(s, point);
+                // Generous: the point may not be reached while a 100k-row
+                // transaction is on its way (no ack until its end).
+                let log = wait_exit(s, point, CATCH_UP);
                 assert!(
                     log.contains(&format!("fail point {point}: aborting")),
                     "{point} did not fire:\n{}",
@@ -481,9 +483,9 @@ fn tail(log: &str) -> String {
 }
 
 /// Waits until `s` exits by itself; returns its log.
-fn wait_exit(s: &mut Siphon, what: &str) -> String {
+fn wait_exit(s: &mut Siphon, what: &str, timeout: Duration) -> String {
     let status = s
-        .wait(WAIT)
+        .wait(timeout)
         .unwrap_or_else(|| panic!("siphon did not exit ({what}):\n{}", tail(&s.log())));
     assert!(!status.success(), "siphon exited cleanly ({what})");
     s.log()
@@ -615,8 +617,7 @@ async fn long_run() {
     let kills = env_u64("FAULTS_KILLS", 200);
     let each = env_u64("FAULTS_EACH", 10);
     let changes = env_u64("FAULTS_CHANGES", 5_000_000);
-    let (mut run, mut s) = Run::start_with("long", 4, "", true).await;
-    let others = [
+    let all = [
         Fault::GracefulRestart,
         Fault::Crash(BEFORE_PRODUCE),
         Fault::Crash(MID_BATCH),
@@ -638,9 +639,27 @@ async fn long_run() {
         Fault::SecondInstance,
         Fault::BrokerRestart,
     ];
+    // FAULTS_ONLY: a comma-separated list of fault names to limit the
+    // others to; by default all but the broker restart. The broker's log
+    // goes to S3 only when it is restarted: that broker is slow (commits
+    // take ~0.5 s), too slow for volume, so scripts/faults-long.sh restarts
+    // it in a run of its own.
+    let only = std::env::var("FAULTS_ONLY").unwrap_or_default();
+    let others: Vec<Fault> = all
+        .into_iter()
+        .filter(|f| {
+            if only.is_empty() {
+                !matches!(f, Fault::BrokerRestart)
+            } else {
+                only.split(',').any(|n| n.trim() == f.name())
+            }
+        })
+        .collect();
+    let persistent = others.iter().any(|f| matches!(f, Fault::BrokerRestart));
+    let (mut run, mut s) = Run::start_with("long", 4, "", persistent).await;
     let mut schedule: Vec<Fault> = (0..kills).map(|_| Fault::Sigkill).collect();
     for _ in 0..each {
-        schedule.extend(others);
+        schedule.extend(others.iter().copied());
     }
     // Fisher-Yates with the run's seeded generator.
     for i in (1..schedule.len()).rev() {
