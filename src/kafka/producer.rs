@@ -86,7 +86,33 @@ impl TxProducer {
     pub fn begin(&self) -> Result<(), KafkaError> {
         self.producer
             .begin_transaction()
-            .map_err(|source| txn_error(&self.connector, "begin", source))
+            .map_err(|source| self.txn_error("begin", source))
+    }
+
+    /// Whether librdkafka recorded that a newer instance fenced this
+    /// producer. A fencing often surfaces as something else first — a
+    /// produce error (`Fatal`, `State`) or a commit that times out — and
+    /// treating that as transient would restart this instance, whose new
+    /// producer would fence the newer one back: two instances taking turns
+    /// for ever instead of one writing.
+    fn fenced(&self) -> bool {
+        matches!(
+            self.producer.client().fatal_error(),
+            Some((
+                RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced,
+                _
+            ))
+        )
+    }
+
+    fn txn_error(&self, step: &'static str, source: RdKafkaError) -> KafkaError {
+        if self.fenced() {
+            return KafkaError::Fenced {
+                connector: self.connector.clone(),
+                source,
+            };
+        }
+        txn_error(&self.connector, step, source)
     }
 
     /// Queues one record of the open transaction. Waits (without blocking
@@ -110,6 +136,12 @@ impl TxProducer {
                 Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((source, _)) if self.fenced() => {
+                    return Err(KafkaError::Fenced {
+                        connector: self.connector.clone(),
+                        source,
+                    });
                 }
                 Err((source, _)) => {
                     return Err(KafkaError::Produce {
@@ -139,7 +171,7 @@ impl TxProducer {
             }
         })
         .await?;
-        result.map_err(|source| txn_error(&self.connector, "commit", source))
+        result.map_err(|source| self.txn_error("commit", source))
     }
 
     /// Aborts the open transaction (best effort: on failure the next
@@ -149,7 +181,7 @@ impl TxProducer {
         let timeout = self.commit_timeout;
         tokio::task::spawn_blocking(move || p.abort_transaction(timeout))
             .await?
-            .map_err(|source| txn_error(&self.connector, "abort", source))
+            .map_err(|source| self.txn_error("abort", source))
     }
 
     /// Makes sure `topic` exists, creating it when configured to. `compact`

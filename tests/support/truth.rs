@@ -213,9 +213,9 @@ async fn decode(
     bytes: &[u8],
 ) -> Value {
     let (id, mut body) = wire(bytes);
-    if !schemas.contains_key(&id) {
+    if let std::collections::hash_map::Entry::Vacant(e) = schemas.entry(id) {
         let text = registry.schema_by_id(id).await.expect("schema by id");
-        schemas.insert(id, Schema::parse_str(&text).expect("schema parses"));
+        e.insert(Schema::parse_str(&text).expect("schema parses"));
     }
     let schema = &schemas[&id];
     let value = GenericDatumReader::builder(schema)
