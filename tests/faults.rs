@@ -514,7 +514,13 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     run.progress(20).await;
     for i in 0..12 {
         if i == 3 {
+            // Once PostgreSQL committed it, siphon takes seconds to write
+            // its 100k rows (over many Kafka transactions, no ack until the
+            // end): the next kills land in the middle, where PostgreSQL
+            // re-sends the whole transaction and dedup must drop the part
+            // already written.
             run.workload().request_big();
+            run.workload().wait_big_done(CATCH_UP).await;
         }
         run.sleep_random(200, 1500).await;
         run.inject(Fault::Sigkill, &mut s).await;
