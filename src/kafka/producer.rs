@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Mutex;
 
 use super::{KafkaError, base_client_config, topic};
@@ -26,7 +27,7 @@ use crate::config::ConnectorConfig;
 /// One connector's producer plus the topics it knows exist.
 pub struct TxProducer {
     connector: String,
-    producer: Arc<ThreadedProducer<DefaultProducerContext>>,
+    producer: Arc<ThreadedProducer<FenceWatch>>,
     admin: AdminClient<DefaultClientContext>,
     commit_timeout: Duration,
     create_topics: bool,
@@ -53,14 +54,14 @@ impl TxProducer {
             ("queue.buffering.max.messages", "1000000"),
             ("queue.buffering.max.kbytes", "1048576"),
         ];
-        let producer: ThreadedProducer<DefaultProducerContext> = base_client_config(cfg, &defaults)
+        let producer: ThreadedProducer<FenceWatch> = base_client_config(cfg, &defaults)
             .set("transactional.id", topic::transactional_id(&connector))
             .set("enable.idempotence", "true")
             .set(
                 "transaction.timeout.ms",
                 cfg.kafka.transaction_timeout_ms.to_string(),
             )
-            .create()
+            .create_with_context(FenceWatch::default())
             .map_err(|e| client_err("producer", e))?;
         let admin: AdminClient<DefaultClientContext> = base_client_config(cfg, &[])
             .create()
@@ -96,13 +97,14 @@ impl TxProducer {
     /// producer would fence the newer one back: two instances taking turns
     /// for ever instead of one writing.
     fn fenced(&self) -> bool {
-        matches!(
-            self.producer.client().fatal_error(),
-            Some((
-                RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced,
-                _
-            ))
-        )
+        self.producer.context().fenced.load(Ordering::SeqCst)
+            || matches!(
+                self.producer.client().fatal_error(),
+                Some((
+                    RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced,
+                    _
+                ))
+            )
     }
 
     fn txn_error(&self, step: &'static str, source: RdKafkaError) -> KafkaError {
@@ -221,6 +223,32 @@ impl TxProducer {
         }
         known.insert(name.to_owned());
         Ok(())
+    }
+}
+
+/// Notices a produce request refused because a newer instance fenced this
+/// producer: librdkafka reports that only in the delivery report (as an
+/// abortable error of the transaction; later calls then fail with `State`
+/// or time out), not as a fatal error.
+#[derive(Default)]
+pub struct FenceWatch {
+    fenced: AtomicBool,
+}
+
+impl ClientContext for FenceWatch {}
+
+impl ProducerContext for FenceWatch {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result
+            && matches!(
+                e.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::Fenced)
+            )
+        {
+            self.fenced.store(true, Ordering::SeqCst);
+        }
     }
 }
 
