@@ -117,12 +117,25 @@ pub async fn kafka_history(
     prefix: &str,
     tables: &[String],
 ) -> (History, u64) {
+    kafka_history_with(bootstrap, registry, prefix, tables, "read_committed").await
+}
+
+/// [`kafka_history`] with another `isolation.level`: `read_uncommitted`
+/// straight from the broker reads the raw log (aborted records too), to
+/// tell a change the broker never kept from one it kept but did not show.
+pub async fn kafka_history_with(
+    bootstrap: &str,
+    registry: &RegistryClient,
+    prefix: &str,
+    tables: &[String],
+    isolation: &str,
+) -> (History, u64) {
     let mut schemas: HashMap<u32, Schema> = HashMap::new();
     let mut out = History::new();
     let mut records = 0u64;
     for table in tables {
         let topic = format!("{prefix}.public.{table}");
-        let consumer = assigned_consumer(bootstrap, &topic);
+        let consumer = assigned_consumer(bootstrap, &topic, isolation);
         let Some((consumer, mut pending)) = consumer else {
             continue;
         };
@@ -170,11 +183,15 @@ pub async fn kafka_history(
     (out, records)
 }
 
-fn assigned_consumer(bootstrap: &str, topic: &str) -> Option<(BaseConsumer, BTreeSet<i32>)> {
+fn assigned_consumer(
+    bootstrap: &str,
+    topic: &str,
+    isolation: &str,
+) -> Option<(BaseConsumer, BTreeSet<i32>)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "siphon-fault-checker")
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", isolation)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("allow.auto.create.topics", "false")
