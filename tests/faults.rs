@@ -979,6 +979,31 @@ fn tansu_keeps_acknowledged_commits_across_kills_while_busy() {
         }
         for (p, list) in by_partition {
             eprintln!("diag: raw partition {p} (offset:txn): {}", list.join(" "));
+            // The batches themselves: data (D) and COMMIT (C) / ABORT (A)
+            // markers, with producer id and epoch.
+            match support::kafka_proxy::raw_log(&broker.bootstrap, "diag", p) {
+                Ok(batches) => {
+                    let shown: Vec<String> = batches
+                        .iter()
+                        .map(|b| {
+                            let kind = match b.batch.abort_marker {
+                                Some(true) => "A",
+                                Some(false) => "C",
+                                None => "D",
+                            };
+                            format!(
+                                "{}-{}{kind}{}/{}",
+                                b.batch.base, b.batch.last, b.batch.producer_id, b.producer_epoch
+                            )
+                        })
+                        .collect();
+                    eprintln!(
+                        "diag: raw batches partition {p} (base-last kind pid/epoch): {}",
+                        shown.join(" ")
+                    );
+                }
+                Err(e) => eprintln!("diag: cannot read partition {p} raw: {e}"),
+            }
         }
     }
     for i in &missing {

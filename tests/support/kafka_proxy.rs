@@ -1103,3 +1103,85 @@ async fn exchange(
     );
     FetchResponse::decode(&mut response, version)
 }
+
+/// One batch of a partition's raw log, with its producer epoch.
+#[derive(Clone, Debug)]
+pub struct RawBatch {
+    pub batch: Batch,
+    pub producer_epoch: i16,
+}
+
+/// Reads a partition's whole raw log (READ_UNCOMMITTED, control batches
+/// included) straight from `broker`, batch by batch: which records and
+/// markers the broker kept, by which producer id and epoch. For
+/// diagnosing what a broker kept across its restarts.
+#[allow(dead_code)]
+pub fn raw_log(broker: &str, topic: &str, partition: i32) -> anyhow::Result<Vec<RawBatch>> {
+    const VERSION: i16 = 11;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let stream = TcpStream::connect(broker).await?;
+        let mut conn = SideConnection {
+            stream,
+            correlation: 0,
+        };
+        let mut out: Vec<RawBatch> = Vec::new();
+        let mut offset = 0i64;
+        loop {
+            let request = FetchRequest::default()
+                .with_max_wait_ms(100)
+                .with_min_bytes(1)
+                .with_max_bytes(READ_AHEAD_BYTES)
+                .with_isolation_level(0)
+                .with_topics(vec![
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+                        .with_partitions(vec![
+                            FetchPartition::default()
+                                .with_partition(partition)
+                                .with_fetch_offset(offset)
+                                .with_partition_max_bytes(READ_AHEAD_BYTES),
+                        ]),
+                ]);
+            let response = exchange(&mut conn, VERSION, &request).await?;
+            let data = response
+                .responses
+                .into_iter()
+                .flat_map(|t| t.partitions)
+                .find(|p| p.partition_index == partition)
+                .ok_or_else(|| anyhow::anyhow!("no partition {partition} in the response"))?;
+            anyhow::ensure!(
+                data.error_code == 0,
+                "fetch at {offset} failed with error {}",
+                data.error_code
+            );
+            let mut rest = data.records.unwrap_or_default();
+            let before = out.len();
+            while rest.len() >= 12 {
+                let len = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
+                let len = usize::try_from(len)?;
+                if rest.len() < 12 + len {
+                    break;
+                }
+                let one = rest.split_to(12 + len);
+                let [batch] = split_batches(&one)?.try_into().map_err(|_| {
+                    anyhow::anyhow!("one batch's bytes did not split into one batch")
+                })?;
+                let info = RecordBatchDecoder::decode_batch_info(&mut one.clone())?;
+                let producer_epoch = info.first().map(|i| i.producer_epoch).unwrap_or(-1);
+                if batch.last >= offset {
+                    offset = batch.next();
+                    out.push(RawBatch {
+                        batch,
+                        producer_epoch,
+                    });
+                }
+            }
+            if out.len() == before {
+                return Ok(out);
+            }
+        }
+    })
+}
