@@ -51,3 +51,15 @@ if ! "$TANSU" --version 2>/dev/null | grep -q '0.6.0'; then
   install -m 0755 "$bin" "$TANSU"
 fi
 "$TANSU" --version >&2
+
+# The broker-restart fault test keeps tansu's log in S3 (this tansu build
+# has no postgres/libsql storage): moto_server, an S3 API in Python, is the
+# object store there (tests/support/s3.rs).
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "installing moto_server (moto[server] 5.2.1)" >&2
+  venv="$HOME/.cache/siphon/moto-venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q 'moto[server]==5.2.1'
+  mkdir -p "$HOME/.local/bin"
+  ln -sf "$venv/bin/moto_server" "$HOME/.local/bin/moto_server"
+fi

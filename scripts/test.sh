@@ -8,7 +8,10 @@ scripts/install-deps.sh
 # Each integration test runs a PostgreSQL cluster, a broker and siphon:
 # two at a time fit a 2-core machine.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
-cargo test --locked "$@"
+# `failpoints` compiles in the fail points that tests/faults.rs arms to
+# crash siphon at each step of the exactly-once protocol (src/failpoint.rs);
+# release builds and the Docker image never have it.
+cargo test --locked --features failpoints "$@"
 # The Helm chart: lint and render with Helm's real engine for every values
 # scenario, validate against Kubernetes schemas, assert what matters.
 scripts/check-chart.sh

@@ -33,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod failpoint;
 pub mod kafka;
 pub mod pipeline;
 pub mod postgres;

@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 fn main() -> ExitCode {
+    // Armed only in builds with the `failpoints` feature (fault tests).
+    let _failpoints = siphon::failpoint::setup();
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {

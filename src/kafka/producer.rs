@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Mutex;
 
 use super::{KafkaError, base_client_config, topic};
@@ -26,7 +27,7 @@ use crate::config::ConnectorConfig;
 /// One connector's producer plus the topics it knows exist.
 pub struct TxProducer {
     connector: String,
-    producer: Arc<ThreadedProducer<DefaultProducerContext>>,
+    producer: Arc<ThreadedProducer<FenceWatch>>,
     admin: AdminClient<DefaultClientContext>,
     commit_timeout: Duration,
     create_topics: bool,
@@ -53,14 +54,14 @@ impl TxProducer {
             ("queue.buffering.max.messages", "1000000"),
             ("queue.buffering.max.kbytes", "1048576"),
         ];
-        let producer: ThreadedProducer<DefaultProducerContext> = base_client_config(cfg, &defaults)
+        let producer: ThreadedProducer<FenceWatch> = base_client_config(cfg, &defaults)
             .set("transactional.id", topic::transactional_id(&connector))
             .set("enable.idempotence", "true")
             .set(
                 "transaction.timeout.ms",
                 cfg.kafka.transaction_timeout_ms.to_string(),
             )
-            .create()
+            .create_with_context(FenceWatch::default())
             .map_err(|e| client_err("producer", e))?;
         let admin: AdminClient<DefaultClientContext> = base_client_config(cfg, &[])
             .create()
@@ -86,7 +87,34 @@ impl TxProducer {
     pub fn begin(&self) -> Result<(), KafkaError> {
         self.producer
             .begin_transaction()
-            .map_err(|source| txn_error(&self.connector, "begin", source))
+            .map_err(|source| self.txn_error("begin", source))
+    }
+
+    /// Whether librdkafka recorded that a newer instance fenced this
+    /// producer. A fencing often surfaces as something else first — a
+    /// produce error (`Fatal`, `State`) or a commit that times out — and
+    /// treating that as transient would restart this instance, whose new
+    /// producer would fence the newer one back: two instances taking turns
+    /// for ever instead of one writing.
+    fn fenced(&self) -> bool {
+        self.producer.context().fenced.load(Ordering::SeqCst)
+            || matches!(
+                self.producer.client().fatal_error(),
+                Some((
+                    RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced,
+                    _
+                ))
+            )
+    }
+
+    fn txn_error(&self, step: &'static str, source: RdKafkaError) -> KafkaError {
+        if self.fenced() {
+            return KafkaError::Fenced {
+                connector: self.connector.clone(),
+                source,
+            };
+        }
+        txn_error(&self.connector, step, source)
     }
 
     /// Queues one record of the open transaction. Waits (without blocking
@@ -111,6 +139,12 @@ impl TxProducer {
                     record = r;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
+                Err((source, _)) if self.fenced() => {
+                    return Err(KafkaError::Fenced {
+                        connector: self.connector.clone(),
+                        source,
+                    });
+                }
                 Err((source, _)) => {
                     return Err(KafkaError::Produce {
                         topic: topic.to_owned(),
@@ -126,9 +160,20 @@ impl TxProducer {
     pub async fn commit(&self) -> Result<(), KafkaError> {
         let p = Arc::clone(&self.producer);
         let timeout = self.commit_timeout;
-        tokio::task::spawn_blocking(move || p.commit_transaction(timeout))
-            .await?
-            .map_err(|source| txn_error(&self.connector, "commit", source))
+        let injected = crate::failpoint::fires(crate::failpoint::COMMIT_FAILS);
+        let result = tokio::task::spawn_blocking(move || match injected.as_deref() {
+            None => p.commit_transaction(timeout),
+            Some(when) => {
+                if when == "after" {
+                    p.commit_transaction(timeout)?;
+                }
+                Err(RdKafkaError::MessageProduction(
+                    RDKafkaErrorCode::OperationTimedOut,
+                ))
+            }
+        })
+        .await?;
+        result.map_err(|source| self.txn_error("commit", source))
     }
 
     /// Aborts the open transaction (best effort: on failure the next
@@ -138,7 +183,7 @@ impl TxProducer {
         let timeout = self.commit_timeout;
         tokio::task::spawn_blocking(move || p.abort_transaction(timeout))
             .await?
-            .map_err(|source| txn_error(&self.connector, "abort", source))
+            .map_err(|source| self.txn_error("abort", source))
     }
 
     /// Makes sure `topic` exists, creating it when configured to. `compact`
@@ -178,6 +223,32 @@ impl TxProducer {
         }
         known.insert(name.to_owned());
         Ok(())
+    }
+}
+
+/// Notices a produce request refused because a newer instance fenced this
+/// producer: librdkafka reports that only in the delivery report (as an
+/// abortable error of the transaction; later calls then fail with `State`
+/// or time out), not as a fatal error.
+#[derive(Default)]
+pub struct FenceWatch {
+    fenced: AtomicBool,
+}
+
+impl ClientContext for FenceWatch {}
+
+impl ProducerContext for FenceWatch {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result
+            && matches!(
+                e.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::Fenced)
+            )
+        {
+            self.fenced.store(true, Ordering::SeqCst);
+        }
     }
 }
 

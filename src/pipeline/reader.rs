@@ -248,6 +248,7 @@ impl Reader {
             flush,
             self.acked
         );
+        let advanced = flush > self.acked;
         self.acked = self.acked.max(flush);
         let written = self.received.max(self.acked);
         let m = metrics();
@@ -261,7 +262,11 @@ impl Reader {
         stream
             .send_status_update(written, self.acked, self.acked, reply)
             .await
-            .map_err(|source| self.repl_error(source))
+            .map_err(|source| self.repl_error(source))?;
+        if advanced {
+            crate::failpoint::crash(crate::failpoint::AFTER_ACK);
+        }
+        Ok(())
     }
 
     async fn handle(

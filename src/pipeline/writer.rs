@@ -30,6 +30,7 @@ use crate::avro::registry::{RegistryClient, RegistryError};
 use crate::avro::schema::{self, SchemaNaming};
 use crate::config::{ConnectorConfig, IncompatiblePolicy};
 use crate::event::{ChangeEvent, Lsn, Op, RelationVersion};
+use crate::failpoint;
 use crate::kafka::offsets::{OFFSET_SCHEMA, OffsetRecord};
 use crate::kafka::producer::TxProducer;
 use crate::kafka::topic;
@@ -251,6 +252,7 @@ impl Writer {
     fn begin_if_needed(&mut self) -> Result<(), ConnectorError> {
         if self.batch.is_none() {
             self.producer.begin()?;
+            failpoint::crash(failpoint::BEFORE_PRODUCE);
             self.batch = Some(Batch {
                 started: Instant::now(),
                 events: 0,
@@ -311,6 +313,7 @@ impl Writer {
         self.producer
             .send(&plan.topic, key_bytes, Some(&self.value_buf))
             .await?;
+        failpoint::crash(failpoint::MID_BATCH);
         let mut bytes = self.key_buf.len() + self.value_buf.len();
         let mut events = 1;
         if event.op == Op::Delete && self.cfg.kafka.tombstones_on_delete && key {
@@ -528,9 +531,11 @@ impl Writer {
                 Some(&value),
             )
             .await?;
+        failpoint::crash(failpoint::BEFORE_COMMIT);
         let started = Instant::now();
         let name = self.cfg.name.as_str();
         let m = metrics();
+        failpoint::crash_soon(failpoint::DURING_COMMIT);
         if let Err(e) = self.producer.commit().await {
             // Fate unknown: the caller restarts with a new producer, whose
             // fencing aborts this transaction if it is still open.
@@ -540,6 +545,7 @@ impl Writer {
                 .inc();
             return Err(e.into());
         }
+        failpoint::crash(failpoint::AFTER_COMMIT);
         m.kafka_transactions
             .with_label_values(&[name, "committed"])
             .inc();

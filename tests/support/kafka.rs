@@ -40,40 +40,53 @@ pub struct Broker {
     pub port: u16,
     pub bootstrap: String,
     log: PathBuf,
+    storage: String,
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
 impl Broker {
     pub fn start() -> Broker {
+        Broker::start_with_storage("memory://tansu/", &[])
+    }
+
+    /// A broker on `storage` (tansu's `--storage-engine`), with `env` for
+    /// it (e.g. S3 credentials). With storage that outlives the process,
+    /// [`Broker::restart`] keeps the data.
+    pub fn start_with_storage(storage: &str, env: &[(&str, &str)]) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir for tansu");
         let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
         let log = dir.path().join("tansu.log");
-        let log_file = std::fs::File::create(&log).expect("tansu log file");
-        let child = Command::new(tansu_binary())
-            .arg("broker")
-            .arg("--listener-url")
-            .arg(&url)
-            .arg("--advertised-listener-url")
-            .arg(&url)
-            .arg("--storage-engine")
-            .arg("memory://tansu/")
-            .stdout(Stdio::from(log_file.try_clone().expect("log handle")))
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start tansu ({}): {e}; .ci/run installs it",
-                    tansu_binary().display()
-                )
-            });
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<Vec<_>>();
+        let child = spawn_tansu(port, &log, storage, &env);
         let broker = Broker {
             child,
             port,
             bootstrap: format!("127.0.0.1:{port}"),
             log,
+            storage: storage.to_owned(),
+            env,
             _dir: dir,
         };
+        broker.wait_listening();
+        broker
+    }
+
+    /// Kills the broker (SIGKILL) and starts it again on the same port and
+    /// storage. With memory storage everything is lost.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_tansu(self.port, &self.log, &self.storage, &self.env);
+        self.wait_listening();
+    }
+
+    fn wait_listening(&self) {
+        let port = self.port;
+        let broker = self;
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -83,7 +96,6 @@ impl Broker {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        broker
     }
 
     pub fn log_tail(&self) -> String {
@@ -98,6 +110,33 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn_tansu(port: u16, log: &std::path::Path, storage: &str, env: &[(String, String)]) -> Child {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("tansu log file");
+    Command::new(tansu_binary())
+        .arg("broker")
+        .arg("--listener-url")
+        .arg(&url)
+        .arg("--advertised-listener-url")
+        .arg(&url)
+        .arg("--storage-engine")
+        .arg(storage)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::from(log_file.try_clone().expect("log handle")))
+        .stderr(Stdio::from(log_file))
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start tansu ({}): {e}; .ci/run installs it",
+                tansu_binary().display()
+            )
+        })
 }
 
 pub fn free_port() -> u16 {

@@ -33,7 +33,9 @@
 //!   id → first data offset) and every aborted one (producer id, first data
 //!   offset, offset of its ABORT marker);
 //! - faults: [`KafkaProxy::cut`], [`KafkaProxy::set_down`],
-//!   [`KafkaProxy::stall`], [`KafkaProxy::set_delay`].
+//!   [`KafkaProxy::stall`], [`KafkaProxy::set_delay`], and
+//!   [`KafkaProxy::cut_at_end_txn`]: the broker gets the EndTxn (commit or
+//!   abort) and acts on it, the client never hears the answer.
 //!
 //! Invariants:
 //! - a Fetch response for a read_committed request whose records end at
@@ -154,6 +156,8 @@ impl KafkaProxy {
             committed_fetches: AtomicU64::new(0),
             aborted_listed: AtomicU64::new(0),
             read_aheads: AtomicU64::new(0),
+            cut_end_txn: AtomicU64::new(0),
+            end_txn_cuts: AtomicU64::new(0),
         });
         let run = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -202,6 +206,18 @@ impl KafkaProxy {
     /// Waits `d` before forwarding each frame, in both directions.
     pub fn set_delay(&self, d: Duration) {
         self.shared.faults.send_modify(|f| f.delay = d);
+    }
+
+    /// Swallows the response to each of the next `n` EndTxn requests
+    /// (transaction commit or abort) and cuts every connection instead: the
+    /// broker has acted on it, the client cannot know how it went.
+    pub fn cut_at_end_txn(&self, n: u64) {
+        self.shared.cut_end_txn.store(n, Ordering::SeqCst);
+    }
+
+    /// How many EndTxn responses [`KafkaProxy::cut_at_end_txn`] swallowed.
+    pub fn end_txn_cuts(&self) -> u64 {
+        self.shared.end_txn_cuts.load(Ordering::SeqCst)
     }
 
     pub fn stats(&self) -> ProxyStats {
@@ -264,6 +280,10 @@ struct Shared {
     committed_fetches: AtomicU64,
     aborted_listed: AtomicU64,
     read_aheads: AtomicU64,
+    /// EndTxn responses still to be swallowed (each followed by a cut).
+    cut_end_txn: AtomicU64,
+    /// EndTxn responses swallowed so far.
+    end_txn_cuts: AtomicU64,
 }
 
 impl Shared {
@@ -412,6 +432,18 @@ async fn responses(
         let request = (frame.len() >= 4)
             .then(|| i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]))
             .and_then(|c| pending.lock().expect("pending lock").remove(&c));
+        if request
+            .as_ref()
+            .is_some_and(|r| r.api_key == ApiKey::EndTxn as i16)
+            && shared
+                .cut_end_txn
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            shared.end_txn_cuts.fetch_add(1, Ordering::SeqCst);
+            shared.faults.send_modify(|f| f.generation += 1);
+            return;
+        }
         let frame = match request {
             Some(request) => match rewrite(shared, &request, &frame).await {
                 Ok(Some(rewritten)) => rewritten,
@@ -1080,4 +1112,86 @@ async fn exchange(
         conn.correlation
     );
     FetchResponse::decode(&mut response, version)
+}
+
+/// One batch of a partition's raw log, with its producer epoch.
+#[derive(Clone, Debug)]
+pub struct RawBatch {
+    pub batch: Batch,
+    pub producer_epoch: i16,
+}
+
+/// Reads a partition's whole raw log (READ_UNCOMMITTED, control batches
+/// included) straight from `broker`, batch by batch: which records and
+/// markers the broker kept, by which producer id and epoch. For
+/// diagnosing what a broker kept across its restarts.
+#[allow(dead_code)]
+pub fn raw_log(broker: &str, topic: &str, partition: i32) -> anyhow::Result<Vec<RawBatch>> {
+    const VERSION: i16 = 11;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let stream = TcpStream::connect(broker).await?;
+        let mut conn = SideConnection {
+            stream,
+            correlation: 0,
+        };
+        let mut out: Vec<RawBatch> = Vec::new();
+        let mut offset = 0i64;
+        loop {
+            let request = FetchRequest::default()
+                .with_max_wait_ms(100)
+                .with_min_bytes(1)
+                .with_max_bytes(READ_AHEAD_BYTES)
+                .with_isolation_level(0)
+                .with_topics(vec![
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+                        .with_partitions(vec![
+                            FetchPartition::default()
+                                .with_partition(partition)
+                                .with_fetch_offset(offset)
+                                .with_partition_max_bytes(READ_AHEAD_BYTES),
+                        ]),
+                ]);
+            let response = exchange(&mut conn, VERSION, &request).await?;
+            let data = response
+                .responses
+                .into_iter()
+                .flat_map(|t| t.partitions)
+                .find(|p| p.partition_index == partition)
+                .ok_or_else(|| anyhow::anyhow!("no partition {partition} in the response"))?;
+            anyhow::ensure!(
+                data.error_code == 0,
+                "fetch at {offset} failed with error {}",
+                data.error_code
+            );
+            let mut rest = data.records.unwrap_or_default();
+            let before = out.len();
+            while rest.len() >= 12 {
+                let len = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
+                let len = usize::try_from(len)?;
+                if rest.len() < 12 + len {
+                    break;
+                }
+                let one = rest.split_to(12 + len);
+                let [batch] = split_batches(&one)?.try_into().map_err(|_| {
+                    anyhow::anyhow!("one batch's bytes did not split into one batch")
+                })?;
+                let info = RecordBatchDecoder::decode_batch_info(&mut one.clone())?;
+                let producer_epoch = info.first().map(|i| i.producer_epoch).unwrap_or(-1);
+                if batch.last >= offset {
+                    offset = batch.next();
+                    out.push(RawBatch {
+                        batch,
+                        producer_epoch,
+                    });
+                }
+            }
+            if out.len() == before {
+                return Ok(out);
+            }
+        }
+    })
 }

@@ -9,7 +9,11 @@ pub mod kafka;
 pub mod kafka_proxy;
 pub mod postgres;
 pub mod registry;
+pub mod s3;
 pub mod siphon;
+pub mod tcp_proxy;
+pub mod truth;
+pub mod workload;
 
 use std::time::{Duration, Instant};
 
