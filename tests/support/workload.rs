@@ -49,6 +49,9 @@ pub struct WorkloadStats {
 
 struct Shared {
     stop: AtomicBool,
+    paused: AtomicBool,
+    /// The loop saw `paused` and holds between transactions.
+    parked: AtomicBool,
     big_requests: AtomicU64,
     committed: AtomicU64,
     failed: AtomicU64,
@@ -76,6 +79,8 @@ impl Workload {
     pub fn start(spec: WorkloadSpec) -> Workload {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
             big_requests: AtomicU64::new(0),
             committed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -83,6 +88,20 @@ impl Workload {
         });
         let task = tokio::spawn(run(spec, Arc::clone(&shared)));
         Workload { shared, task }
+    }
+
+    /// Holds the workload after the transaction in progress until
+    /// [`Workload::resume`]; returns once nothing is in flight.
+    pub async fn pause(&self) {
+        self.shared.paused.store(true, Ordering::SeqCst);
+        while !self.shared.parked.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn resume(&self) {
+        self.shared.paused.store(false, Ordering::SeqCst);
+        self.shared.parked.store(false, Ordering::SeqCst);
     }
 
     /// Asks for one more big transaction (done between small ones).
@@ -167,6 +186,12 @@ async fn run(spec: WorkloadSpec, shared: Arc<Shared>) {
             }
             continue;
         };
+        if shared.paused.load(Ordering::SeqCst) {
+            shared.parked.store(true, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        shared.parked.store(false, Ordering::SeqCst);
         let big_due =
             shared.big.load(Ordering::SeqCst) < shared.big_requests.load(Ordering::SeqCst);
         let result = if big_due {
