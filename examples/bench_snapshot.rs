@@ -17,6 +17,9 @@ mod postgres;
 #[path = "../tests/support/registry.rs"]
 mod registry;
 
+#[allow(dead_code)]
+mod bench;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -168,26 +171,13 @@ chunk_pages = {chunk_pages}
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let siphon_time = started.elapsed();
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(siphon.id().to_string())
-        .status()?;
-    siphon.wait()?;
+    bench::terminate(&mut siphon)?;
 
     let rate = |d: Duration| rows as f64 / d.as_secs_f64();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let machine = bench::machine();
     println!();
     println!(
-        "machine: {cores} cores, {cpu}; {rows} rows ({size} heap), siphon max_threads = {threads}, chunk_pages = {chunk_pages}"
+        "machine: {machine}; {rows} rows ({size} heap), siphon max_threads = {threads}, chunk_pages = {chunk_pages}"
     );
     println!();
     println!("| what | time | rows/s |");

@@ -19,10 +19,12 @@ mod postgres;
 #[path = "../tests/support/registry.rs"]
 mod registry;
 
-use std::process::{Command, Stdio};
+mod bench;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
@@ -35,84 +37,8 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(200_000);
     let per_txn: u64 = 1_000;
-    let pg = postgres::PgCluster::start_with(postgres::PgOptions {
-        extra_conf: vec![
-            "shared_buffers = '512MB'".into(),
-            "max_wal_size = '4GB'".into(),
-        ],
-        ..postgres::PgOptions::default()
-    });
-    pg.create_database("bench");
-    pg.psql(
-        "bench",
-        "CREATE TABLE items (id bigint PRIMARY KEY, qty int NOT NULL, name text NOT NULL,
-                             price numeric(12,2) NOT NULL, at timestamptz NOT NULL);
-         CREATE PUBLICATION bench_pub FOR TABLE items;
-         SELECT pg_create_logical_replication_slot('baseline', 'pgoutput');",
-    );
-    let broker = kafka::Broker::start();
-    let registry = registry::RegistryStandIn::start().await;
-
-    // siphon's slot and topic exist before the workload: start it once and
-    // stop it, so the timed run only streams.
-    let dir = tempfile::tempdir()?;
-    let file = dir.path().join("bench.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"name = "bench"
-[postgres]
-port = {port}
-database = "bench"
-user = "postgres"
-publication = "bench_pub"
-tables = ["public.items"]
-[kafka]
-bootstrap_servers = "{bootstrap}"
-topic_prefix = "bench"
-[registry]
-url = "{registry}"
-"#,
-            port = pg.port(),
-            bootstrap = broker.bootstrap,
-            registry = registry.url
-        ),
-    )?;
-    let siphon_bin = std::env::current_exe()?
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("siphon"))
-        .context("locating the siphon binary")?;
-    let run_siphon = || {
-        Command::new(&siphon_bin)
-            .args(["run", "--http-addr", "127.0.0.1:0"])
-            .arg(&file)
-            .env(
-                "RUST_LOG",
-                std::env::var("SIPHON_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .spawn()
-    };
-    let mut warmup = run_siphon()?;
-    wait_for(
-        &pg,
-        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'siphon_bench' AND active",
-        "1",
-    )?;
-    pg.psql(
-        "bench",
-        "INSERT INTO items VALUES (0, 0, 'warm-up', 0, now())",
-    );
-    let warm_lsn = pg.psql("bench", "SELECT pg_current_wal_lsn()");
-    wait_for(
-        &pg,
-        &format!(
-            "SELECT confirmed_flush_lsn >= '{warm_lsn}' FROM pg_replication_slots WHERE slot_name = 'siphon_bench'"
-        ),
-        "t",
-    )?;
-    terminate(&mut warmup)?;
+    let bed = bench::StreamBed::start().await?;
+    let (pg, broker) = (&bed.pg, &bed.broker);
 
     // The workload: `rows` inserts in transactions of `per_txn`.
     println!("writing {rows} rows in transactions of {per_txn}...");
@@ -165,7 +91,7 @@ url = "{registry}"
 
     // siphon streams everything into Kafka.
     let started = Instant::now();
-    let mut siphon = run_siphon()?;
+    let mut siphon = bed.siphon()?;
     let mut peak_rss_kib = 0;
     loop {
         if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", siphon.id())) {
@@ -196,7 +122,7 @@ url = "{registry}"
         std::thread::sleep(Duration::from_millis(50));
     }
     let siphon_time = started.elapsed();
-    terminate(&mut siphon)?;
+    bench::terminate(&mut siphon)?;
 
     // Baseline 2: a raw transactional producer writes as many records of
     // the same size to the same broker.
@@ -241,19 +167,10 @@ url = "{registry}"
     let raw = started.elapsed();
 
     let rate = |d: Duration| rows as f64 / d.as_secs_f64();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let machine = bench::machine();
     println!();
     println!(
-        "machine: {cores} cores, {cpu}; {rows} inserted rows in transactions of {per_txn}, {avg_value}-byte Avro values"
+        "machine: {machine}; {rows} inserted rows in transactions of {per_txn}, {avg_value}-byte Avro values"
     );
     println!();
     println!("| what | time | rows/s |");
@@ -275,25 +192,5 @@ url = "{registry}"
     );
     println!();
     println!("siphon peak RSS: {:.1} MiB", peak_rss_kib as f64 / 1024.0);
-    Ok(())
-}
-
-fn wait_for(pg: &postgres::PgCluster, sql: &str, want: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while pg.psql("bench", sql) != want {
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {sql}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
-fn terminate(child: &mut std::process::Child) -> anyhow::Result<()> {
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()?;
-    child.wait()?;
     Ok(())
 }

@@ -187,6 +187,11 @@ pub struct RelationVersion {
     /// (`NOT attnotnull`). pgoutput does not send this; siphon reads it from
     /// the catalog when the Relation message arrives.
     pub nullable: Vec<bool>,
+    /// Per column, in relation column order: its default expression as the
+    /// catalog prints it, when it has one (read with `nullable`). Constant
+    /// defaults become Avro field defaults, so adding a `NOT NULL DEFAULT`
+    /// column stays BACKWARD compatible. May be empty: no defaults known.
+    pub defaults: Vec<Option<String>>,
     /// Catalog facts about the column types whose OIDs are not fixed
     /// (enums, domains, composites, extension types such as `hstore`, and
     /// arrays of them), keyed by type OID. pgoutput's Relation message

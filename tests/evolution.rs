@@ -50,7 +50,7 @@ async fn each_change_registers_its_version_and_events_decode_with_their_own_sche
     let (key_subject, value_subject) = ("evo.public.t-key", "evo.public.t-value");
 
     // Each step: DDL + one change, then the value versions registered so far.
-    let steps: [(&str, &[u32]); 9] = [
+    let steps: [(&str, &[u32]); 10] = [
         ("INSERT INTO t VALUES (1, 'a', 1, 1)", &[1]),
         (
             "ALTER TABLE t ADD COLUMN note text; INSERT INTO t VALUES (2, 'b', 2, 2, 'n2')",
@@ -84,6 +84,12 @@ async fn each_change_registers_its_version_and_events_decode_with_their_own_sche
             &[1, 2, 3, 4, 5, 6, 7],
         ),
         ("UPDATE t SET big = 6 WHERE id = 6", &[1, 2, 3, 4, 5, 6, 7]),
+        // A NOT NULL column with a constant default: the Avro field gets
+        // the default, so BACKWARD accepts it.
+        (
+            "ALTER TABLE t ADD COLUMN flag bool NOT NULL DEFAULT true; INSERT INTO t VALUES (9, 'i', 9, 'r9', false)",
+            &[1, 2, 3, 4, 5, 6, 7, 8],
+        ),
     ];
     let mut events = Vec::new();
     for (n, (sql, expected)) in steps.iter().enumerate() {
@@ -112,6 +118,7 @@ async fn each_change_registers_its_version_and_events_decode_with_their_own_sche
     }
     assert_eq!(ids[3], ids[4], "varchar(10) → text keeps the schema");
     assert_eq!(ids[7], ids[8]);
+    assert_ne!(ids[8], ids[9]);
 
     let rows: Vec<_> = events.iter().map(after).collect();
     // Before ADD COLUMN: no note; after: the value.
@@ -143,6 +150,8 @@ async fn each_change_registers_its_version_and_events_decode_with_their_own_sche
     );
     assert_eq!(events[8].op().as_deref(), Some("u"));
     assert_eq!(rows[8]["big"], Value::Long(6));
+    assert_eq!(rows[9]["flag"], Value::Boolean(false));
+    assert!(!rows[8].contains_key("flag"));
 
     // SET NOT NULL is incompatible under BACKWARD (a non-null reader cannot
     // read the nulls written before): siphon stops, naming the column.
@@ -159,8 +168,8 @@ async fn each_change_registers_its_version_and_events_decode_with_their_own_sche
         log.contains("the new schema of table public.t is incompatible with the versions registered under subject evo.public.t-value: column big changed from nullable long to long; registry: "),
         "{log}"
     );
-    assert_eq!(read_committed(&bed.broker.bootstrap, topic).len(), 9);
-    assert_eq!(versions(&bed, value_subject).await.len(), 7);
+    assert_eq!(read_committed(&bed.broker.bootstrap, topic).len(), 10);
+    assert_eq!(versions(&bed, value_subject).await.len(), 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,11 +211,11 @@ on_incompatible = \"register\"
         Some("FULL")
     );
 
-    // string → int, a NOT NULL column with a default, SET NOT NULL: each
+    // string → int, a NOT NULL column whose default is no constant, SET NOT NULL: each
     // refused by BACKWARD, each registered anyway.
     for sql in [
         "ALTER TABLE u ALTER COLUMN size TYPE int USING length(size); INSERT INTO u VALUES (2, 42, 2)",
-        "ALTER TABLE u ADD COLUMN flag bool NOT NULL DEFAULT true; INSERT INTO u VALUES (3, 7, 3, false)",
+        "ALTER TABLE u ADD COLUMN flag bool NOT NULL DEFAULT (random() < 2); INSERT INTO u VALUES (3, 7, 3, false)",
         "ALTER TABLE u ALTER COLUMN opt SET NOT NULL; INSERT INTO u VALUES (4, 1, 4, true)",
     ] {
         bed.pg.psql("reg", sql);

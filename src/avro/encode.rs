@@ -739,6 +739,7 @@ mod tests {
 
     fn relation(columns: &[(&str, u32, i32, bool, bool)]) -> Arc<RelationVersion> {
         Arc::new(RelationVersion {
+            defaults: Vec::new(),
             relation: Relation {
                 oid: 16400,
                 schema: "public".into(),

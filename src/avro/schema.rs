@@ -166,17 +166,19 @@ pub fn derive_schemas_with(
     let field_names = field_names(relation, &table)?;
     let ns = record_namespace(relation, naming);
     let custom = &relation.custom_types;
-    let columns: Vec<(&str, ColumnType, bool, bool)> = rel
+    let columns: Vec<(&str, ColumnType, bool, bool, Option<&str>)> = rel
         .columns
         .iter()
         .zip(&relation.nullable)
         .zip(&field_names)
-        .map(|((c, &nullable), name)| {
+        .enumerate()
+        .map(|(i, ((c, &nullable), name))| {
             (
                 name.as_ref(),
                 ColumnType::resolve_with(c.type_oid, c.type_modifier, custom, modes),
                 nullable,
                 c.is_key,
+                relation.defaults.get(i).and_then(|d| d.as_deref()),
             )
         })
         .collect();
@@ -193,8 +195,10 @@ pub fn derive_schemas_with(
         let mut json = format!(r#"{{"type":"record","name":"Key","namespace":"{ns}","fields":["#);
         let mut named = NamedTypes::default();
         let mut first = true;
-        for (name, ty, nullable, _) in columns.iter().filter(|c| c.3) {
-            write_field(&mut json, &mut first, name, ty, *nullable, &mut named);
+        for (name, ty, nullable, _, default) in columns.iter().filter(|c| c.3) {
+            write_field(
+                &mut json, &mut first, name, ty, *nullable, *default, &mut named,
+            );
         }
         json.push_str(&format!(r#"],"connect.name":"{ns}.Key"}}"#));
         json
@@ -205,8 +209,10 @@ pub fn derive_schemas_with(
     );
     let mut named = NamedTypes::default();
     let mut first = true;
-    for ((name, ty, _, _), nullable) in columns.iter().zip(&value_nullable) {
-        write_field(&mut value, &mut first, name, ty, *nullable, &mut named);
+    for ((name, ty, _, _, default), nullable) in columns.iter().zip(&value_nullable) {
+        write_field(
+            &mut value, &mut first, name, ty, *nullable, *default, &mut named,
+        );
     }
     value.push_str(&format!(
         r#"],"connect.name":"{ns}.Value"}}],"default":null}},{{"name":"after","type":["null","Value"],"default":null}},"#
@@ -352,6 +358,7 @@ fn write_field(
     name: &str,
     ty: &ColumnType,
     nullable: bool,
+    default: Option<&str>,
     named: &mut NamedTypes,
 ) {
     if !*first {
@@ -366,8 +373,65 @@ fn write_field(
         ty.write_schema(out, named);
         out.push_str(r#"],"default":null}"#);
     } else {
+        let start = out.len();
         ty.write_schema(out, named);
+        let avro_default = default.and_then(|d| constant_default(&out[start..], d));
+        if let Some(d) = avro_default {
+            out.push_str(r#","default":"#);
+            out.push_str(&d.to_string());
+        }
         out.push('}');
+    }
+}
+
+/// The Avro default (as JSON) of a `NOT NULL` column whose PostgreSQL
+/// default is a constant of a plain Avro type: `boolean`, `int`, `long`,
+/// `float`, `double` or `string` without a logical/semantic type (so not
+/// dates, decimals, JSON, ...). `expr` is what `pg_get_expr` prints:
+/// `0`, `true`, `1.5`, `'-1'::integer`, `'new'::text`,
+/// `'x'::character varying`. Anything else (`now()`, `nextval(...)`,
+/// expressions) has no Avro default, like a column without one.
+fn constant_default(type_schema: &str, expr: &str) -> Option<serde_json::Value> {
+    let schema: serde_json::Value = serde_json::from_str(type_schema).ok()?;
+    let primitive = match &schema {
+        serde_json::Value::String(p) => p.as_str(),
+        serde_json::Value::Object(o)
+            if !o.contains_key("logicalType") && !o.contains_key("connect.name") =>
+        {
+            o.get("type")?.as_str()?
+        }
+        _ => return None,
+    };
+    // Strip the trailing casts, then one level of quoting.
+    let mut text = expr.trim();
+    while let Some(cast) = text.rfind("::") {
+        let ty = &text[cast + 2..];
+        if ty.contains('\'') || ty.contains('(') && !ty.ends_with(')') {
+            break;
+        }
+        text = text[..cast].trim_end();
+    }
+    let (text, quoted) = match text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
+        Some(inner) if !inner.replace("''", "").contains('\'') => (inner.replace("''", "'"), true),
+        Some(_) => return None,
+        None => (text.to_owned(), false),
+    };
+    match primitive {
+        "boolean" => match text.as_str() {
+            "true" => Some(true.into()),
+            "false" => Some(false.into()),
+            _ => None,
+        },
+        "int" => text.parse::<i32>().ok().map(Into::into),
+        "long" => text.parse::<i64>().ok().map(Into::into),
+        "float" | "double" => text
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .and_then(serde_json::Number::from_f64)
+            .map(serde_json::Value::Number),
+        "string" if quoted => Some(text.into()),
+        _ => None,
     }
 }
 
@@ -432,6 +496,7 @@ mod tests {
             },
             version: 1,
             nullable: columns.iter().map(|c| c.4).collect(),
+            defaults: Vec::new(),
             custom_types: Default::default(),
         }
     }
@@ -714,6 +779,55 @@ mod tests {
         let rel = relation(&[]);
         let schemas = derive_schemas(&rel, &naming()).unwrap();
         assert_eq!(schemas.key, None);
+        Schema::parse_str(&schemas.value).unwrap();
+    }
+
+    #[test]
+    fn constant_column_defaults_become_avro_defaults() {
+        use serde_json::json;
+        let d = constant_default;
+        assert_eq!(d(r#""boolean""#, "true"), Some(json!(true)));
+        assert_eq!(d(r#""int""#, "0"), Some(json!(0)));
+        assert_eq!(d(r#""int""#, "'-1'::integer"), Some(json!(-1)));
+        assert_eq!(d(r#""int""#, "3000000000"), None);
+        assert_eq!(d(r#""long""#, "'-5'::bigint"), Some(json!(-5)));
+        assert_eq!(d(r#""double""#, "1.5"), Some(json!(1.5)));
+        assert_eq!(d(r#""double""#, "'NaN'::double precision"), None);
+        assert_eq!(d(r#""string""#, "'new'::text"), Some(json!("new")));
+        assert_eq!(
+            d(r#""string""#, "'it''s::x'::character varying"),
+            Some(json!("it's::x"))
+        );
+        assert_eq!(
+            d(r#"{"type":"int","connect.type":"int16"}"#, "'7'::smallint"),
+            Some(json!(7))
+        );
+        // Not constants, or not plain types: no default.
+        assert_eq!(d(r#""string""#, "gen_random_uuid()::text"), None);
+        assert_eq!(d(r#""long""#, "nextval('t_id_seq'::regclass)"), None);
+        assert_eq!(
+            d(
+                r#"{"type":"long","connect.version":1,"connect.name":"io.debezium.time.MicroTimestamp"}"#,
+                "now()"
+            ),
+            None
+        );
+
+        // In the schema: NOT NULL columns get it, nullable ones keep null.
+        let mut rel = relation(&[
+            ("id", oid::INT4, -1, true, false),
+            ("flag", oid::BOOL, -1, false, false),
+            ("n", oid::INT4, -1, false, true),
+        ]);
+        rel.defaults = vec![None, Some("true".into()), Some("5".into())];
+        let schemas = derive_schemas(&rel, &naming()).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&schemas.value).unwrap();
+        let fields = &value["fields"][0]["type"][1]["fields"];
+        assert_eq!(
+            fields[1],
+            json!({"name": "flag", "type": "boolean", "default": true})
+        );
+        assert_eq!(fields[2]["default"], json!(null));
         Schema::parse_str(&schemas.value).unwrap();
     }
 

@@ -647,12 +647,18 @@ impl Reader {
             .iter()
             .map(|c| facts.get(&c.name).is_none_or(|f| f.nullable))
             .collect();
+        let defaults: Vec<Option<String>> = relation
+            .columns
+            .iter()
+            .map(|c| facts.get(&c.name).and_then(|f| f.default.clone()))
+            .collect();
         let type_oids: Vec<u32> = relation.columns.iter().map(|c| c.type_oid).collect();
         let custom_types = self.catalog.custom_types(&type_oids).await?;
         let previous = self.relations.get(&relation.oid);
         if let Some(p) = previous
             && p.relation == relation
             && p.nullable == nullable
+            && p.defaults == defaults
             && p.custom_types == custom_types
         {
             return Ok(());
@@ -665,6 +671,7 @@ impl Reader {
                 relation,
                 version,
                 nullable,
+                defaults,
                 custom_types,
             }),
         );

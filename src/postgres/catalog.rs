@@ -461,9 +461,12 @@ impl Catalog {
             .client
             .query(
                 "SELECT a.attname::text, NOT a.attnotnull,
-                        COALESCE(a.attnum = ANY (i.indkey::int2[]), false)
+                        COALESCE(a.attnum = ANY (i.indkey::int2[]), false),
+                        CASE WHEN a.atthasdef AND a.attgenerated = ''
+                             THEN pg_get_expr(d.adbin, d.adrelid) END
                    FROM pg_attribute a
                    LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+                   LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
                   WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
                 &[&relation_oid],
             )
@@ -480,6 +483,7 @@ impl Catalog {
                     ColumnFacts {
                         nullable: r.get(1),
                         in_primary_key: r.get(2),
+                        default: r.get(3),
                     },
                 )
             })
@@ -646,8 +650,11 @@ fn connect_error(cfg: &PostgresConfig, source: tokio_postgres::Error) -> PgError
 }
 
 /// Catalog facts about one column.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ColumnFacts {
     pub nullable: bool,
     pub in_primary_key: bool,
+    /// The column's default as PostgreSQL prints it (`pg_get_expr`), e.g.
+    /// `0`, `true`, `'new'::text`, `now()`; none for generated columns.
+    pub default: Option<String>,
 }

@@ -154,8 +154,10 @@ impl SnapTable {
                         COALESCE(a.attnum = ANY ((SELECT i.indkey::int2[] FROM pg_index i
                                                    WHERE i.indrelid = a.attrelid
                                                      AND CASE WHEN $2 = 'i' THEN i.indisreplident ELSE i.indisprimary END
-                                                   LIMIT 1)::int2[]), false)
+                                                   LIMIT 1)::int2[]), false),
+                        CASE WHEN a.atthasdef THEN pg_get_expr(d.adbin, d.adrelid) END
                    FROM pg_attribute a
+                   LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
                   WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
                   ORDER BY a.attnum",
                 &[&oid, &identity],
@@ -172,6 +174,7 @@ impl SnapTable {
             })
             .collect();
         let nullable = columns.iter().map(|r| r.get(3)).collect();
+        let defaults = columns.iter().map(|r| r.get(5)).collect();
         let type_oids: Vec<u32> = cols.iter().map(|c| c.type_oid).collect();
         let custom_types = catalog.custom_types(&type_oids).await?;
         let select_list = cols
@@ -199,6 +202,7 @@ impl SnapTable {
                 relation,
                 version: CATALOG_SHAPE,
                 nullable,
+                defaults,
                 custom_types,
             }),
             pages: pages.max(0) as u64,
