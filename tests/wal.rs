@@ -239,7 +239,11 @@ async fn heartbeat_failures_name_the_option_lock_timeouts_are_retried_and_denied
     })
     .await;
     bed.wait_ready_status(&siphon, 200).await;
-    drop(siphon);
+    // A graceful stop: a killed instance would leave its open transaction
+    // on the shared offsets topic, and the next connector's offset read
+    // would wait for the broker to time it out (transaction_timeout_ms).
+    let mut siphon = siphon;
+    assert!(siphon.stop().success(), "{}", siphon.log());
 
     // Fatal: the role the query runs as may not update the table.
     let file = with_heartbeat(

@@ -355,9 +355,22 @@ fn read_blocking(cfg: &ConnectorConfig) -> Result<Option<OffsetRecord>, KafkaErr
     consumer.assign(&tpl).map_err(read_err)?;
     // Waiting out other transactions can take up to their timeout.
     let limit = timeout * 3 + Duration::from_millis(cfg.kafka.transaction_timeout_ms);
-    let deadline = Instant::now() + limit;
+    let started = Instant::now();
+    let deadline = started + limit;
+    let mut said_waiting = false;
     let mut latest = None;
     while !targets.is_empty() {
+        if !said_waiting && started.elapsed() > Duration::from_secs(5) {
+            said_waiting = true;
+            tracing::info!(
+                connector,
+                topic,
+                timeout_ms = cfg.kafka.transaction_timeout_ms,
+                "waiting for an open transaction on the offsets topic to end (an instance killed \
+                 mid-transaction, or another connector's slow commit); the broker aborts an \
+                 abandoned one within its transaction timeout"
+            );
+        }
         if Instant::now() > deadline {
             return Err(KafkaError::ReadOffsetTimeout {
                 connector: connector.to_owned(),
