@@ -222,6 +222,7 @@ fn spawn_writes(
     max_id: i64,
     deletes: bool,
     stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
 ) -> tokio::task::JoinHandle<u64> {
     let client_fut = {
         let pg = &bed.pg;
@@ -269,10 +270,20 @@ fn spawn_writes(
                     .expect("insert");
             }
             n += 1;
+            done.store(n, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         n
     })
+}
+
+/// Waits until the writer task has done `more` statements beyond now.
+async fn writes_advance(done: &AtomicU64, more: u64) {
+    let target = done.load(Ordering::Relaxed) + more;
+    poll_until(WAIT, "the concurrent writes to go on", async || {
+        (done.load(Ordering::Relaxed) >= target).then_some(())
+    })
+    .await;
 }
 
 fn create_items(bed: &Bed, db: &str, table: &str, rows: i64) {
@@ -291,8 +302,17 @@ async fn initial_snapshot_hands_off_to_the_stream_under_concurrent_writes() {
     let bed = Bed::start("app").await;
     create_items(&bed, "app", "items", 20_000);
     let stop = Arc::new(AtomicBool::new(false));
-    let writes = spawn_writes(&bed, "app", "items", 20_000, false, Arc::clone(&stop));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let done = Arc::new(AtomicU64::new(0));
+    let writes = spawn_writes(
+        &bed,
+        "app",
+        "items",
+        20_000,
+        false,
+        Arc::clone(&stop),
+        Arc::clone(&done),
+    );
+    writes_advance(&done, 30).await;
 
     let file = with_snapshot(
         bed.connector("snap", "app", &["public.items"], ""),
@@ -301,7 +321,7 @@ async fn initial_snapshot_hands_off_to_the_stream_under_concurrent_writes() {
     let siphon = bed.siphon(&file);
     // The slot turns active only when replication starts, after the snapshot.
     wait_streaming(&bed, "app", "siphon_snap", &siphon).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    writes_advance(&done, 30).await;
     stop.store(true, Ordering::Relaxed);
     let n = writes.await.unwrap();
     assert!(n > 50, "the workload ran {n} statements");
@@ -577,8 +597,17 @@ async fn a_table_added_at_runtime_is_snapshotted_in_windows_while_it_is_written(
     assert_eq!(status, 409);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writes = spawn_writes(&bed, "app", "b", 8_000, true, Arc::clone(&stop));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let done = Arc::new(AtomicU64::new(0));
+    let writes = spawn_writes(
+        &bed,
+        "app",
+        "b",
+        8_000,
+        true,
+        Arc::clone(&stop),
+        Arc::clone(&done),
+    );
+    writes_advance(&done, 30).await;
     let (status, body) = post(
         &s,
         "/connectors/inc/snapshot",
@@ -589,7 +618,7 @@ async fn a_table_added_at_runtime_is_snapshotted_in_windows_while_it_is_written(
     // Pause and resume while it runs.
     let (status, _) = post(&s, "/connectors/inc/snapshot", r#"{"action":"pause"}"#).await;
     assert_eq!(status, 202);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    writes_advance(&done, 30).await;
     let (status, _) = post(&s, "/connectors/inc/snapshot", r#"{"action":"resume"}"#).await;
     assert_eq!(status, 202);
     poll_until(WAIT, "the incremental snapshot to complete", async || {
@@ -598,7 +627,7 @@ async fn a_table_added_at_runtime_is_snapshotted_in_windows_while_it_is_written(
             .then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    writes_advance(&done, 30).await;
     stop.store(true, Ordering::Relaxed);
     let n = writes.await.unwrap();
     assert!(n > 50, "the workload ran {n} statements");
