@@ -18,7 +18,7 @@
 use crate::event::{CustomTypeKind, CustomTypes};
 
 use super::encode::{write_bytes, write_long};
-use super::types::{ColumnType, ValueError, oid};
+use super::types::{ColumnType, ValueError, hstore_quoted, oid};
 
 macro_rules! mode_enum {
     (
@@ -670,13 +670,13 @@ fn hstore_pairs(
         if count > 0 {
             rest = rest.strip_prefix(b", ").ok_or(bad)?;
         }
-        let (key, after) = quoted(rest).ok_or(bad)?;
+        let (key, after) = hstore_quoted(rest).ok_or(bad)?;
         rest = after.strip_prefix(b"=>").ok_or(bad)?;
         let value = if let Some(after) = rest.strip_prefix(b"NULL") {
             rest = after;
             None
         } else {
-            let (value, after) = quoted(rest).ok_or(bad)?;
+            let (value, after) = hstore_quoted(rest).ok_or(bad)?;
             rest = after;
             Some(value)
         };
@@ -684,20 +684,6 @@ fn hstore_pairs(
         count += 1;
     }
     Ok(count)
-}
-
-/// One `"…"` hstore token: its raw content and the rest.
-fn quoted(text: &[u8]) -> Option<(&[u8], &[u8])> {
-    let body = text.strip_prefix(b"\"")?;
-    let mut i = 0;
-    while i < body.len() {
-        match body[i] {
-            b'\\' => i += 2,
-            b'"' => return Some((&body[..i], &body[i + 1..])),
-            _ => i += 1,
-        }
-    }
-    None
 }
 
 /// Writes hstore-escaped `raw` (`\"`, `\\`) as an Avro string.

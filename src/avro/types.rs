@@ -1688,7 +1688,7 @@ fn write_hstore_json(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
 
 /// Reads one `"…"` hstore token (with `\"` and `\\` escapes); returns the
 /// raw content between the quotes and the rest.
-fn hstore_quoted(text: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(super) fn hstore_quoted(text: &[u8]) -> Option<(&[u8], &[u8])> {
     let body = text.strip_prefix(b"\"")?;
     let mut i = 0;
     while i < body.len() {
