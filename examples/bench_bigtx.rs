@@ -22,7 +22,6 @@ mod registry;
 
 mod bench;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -53,68 +52,10 @@ async fn main() -> anyhow::Result<()> {
     println!("  written in {:.1} s", started.elapsed().as_secs_f64());
 
     // Baseline 1: pg_recvlogical drains the same changes.
-    let started = Instant::now();
-    let status = Command::new(format!("{}/pg_recvlogical", postgres::PG_BIN))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.port().to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "bench",
-        ])
-        .args([
-            "--slot",
-            "baseline",
-            "--start",
-            "--no-loop",
-            "-f",
-            "/dev/null",
-        ])
-        .args(["-o", "proto_version=1", "-o", "publication_names=bench_pub"])
-        .args(["--endpos", &end_lsn])
-        .status()?;
-    let recvlogical = started.elapsed();
-    if !status.success() {
-        bail!("pg_recvlogical failed: {status}");
-    }
+    let recvlogical = bed.recvlogical_to(&end_lsn)?;
 
     // siphon streams everything into Kafka.
-    let started = Instant::now();
-    let mut siphon = bed.siphon()?;
-    let mut peak_rss_kib = 0;
-    loop {
-        if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", siphon.id())) {
-            for line in status.lines() {
-                if let Some(v) = line.strip_prefix("VmHWM:") {
-                    peak_rss_kib = v
-                        .trim()
-                        .trim_end_matches(" kB")
-                        .trim()
-                        .parse()
-                        .unwrap_or(peak_rss_kib);
-                }
-            }
-        }
-        let done = pg.psql(
-            "bench",
-            &format!("SELECT confirmed_flush_lsn >= '{end_lsn}' FROM pg_replication_slots WHERE slot_name = 'siphon_bench'"),
-        );
-        if done == "t" {
-            break;
-        }
-        if let Some(status) = siphon.try_wait()? {
-            bail!("siphon exited: {status}");
-        }
-        if started.elapsed() > Duration::from_secs(1800) {
-            bail!("siphon did not finish within 30 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let siphon_time = started.elapsed();
-    bench::terminate(&mut siphon)?;
+    let (siphon_time, peak_rss_kib) = bed.stream_to(&end_lsn)?;
 
     // The offset records tell how the transaction was split, and the last
     // one must say all of it was written.

@@ -134,18 +134,7 @@ chunk_pages = {chunk_pages}
     let client = reqwest::Client::new();
     let mut peak_rss_kib = 0u64;
     loop {
-        if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", siphon.id())) {
-            for line in status.lines() {
-                if let Some(v) = line.strip_prefix("VmHWM:") {
-                    peak_rss_kib = v
-                        .trim()
-                        .trim_end_matches(" kB")
-                        .trim()
-                        .parse()
-                        .unwrap_or(peak_rss_kib);
-                }
-            }
-        }
+        peak_rss_kib = bench::peak_rss_kib(&siphon).unwrap_or(peak_rss_kib);
         let done = match client.get(&metrics).send().await {
             Ok(r) => r
                 .text()

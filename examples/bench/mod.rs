@@ -121,6 +121,63 @@ url = "{registry}"
     }
 }
 
+impl StreamBed {
+    /// Baseline: `pg_recvlogical` drains the `baseline` slot with pgoutput to
+    /// /dev/null up to `end_lsn` — how fast PostgreSQL emits the changes.
+    pub fn recvlogical_to(&self, end_lsn: &str) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let status = Command::new(format!("{}/pg_recvlogical", postgres::PG_BIN))
+            .args(["-h", "127.0.0.1", "-p", &self.pg.port().to_string()])
+            .args(["-U", "postgres", "-d", "bench", "--slot", "baseline"])
+            .args(["--start", "--no-loop", "-f", "/dev/null"])
+            .args(["-o", "proto_version=1", "-o", "publication_names=bench_pub"])
+            .args(["--endpos", end_lsn])
+            .status()?;
+        let took = started.elapsed();
+        if !status.success() {
+            bail!("pg_recvlogical failed: {status}");
+        }
+        Ok(took)
+    }
+
+    /// Runs siphon until its slot confirmed `end_lsn` (everything before it
+    /// committed to Kafka), then stops it: the time taken and siphon's peak
+    /// RSS in KiB.
+    pub fn stream_to(&self, end_lsn: &str) -> anyhow::Result<(Duration, u64)> {
+        let started = Instant::now();
+        let mut siphon = self.siphon()?;
+        let mut peak = 0;
+        let done_sql = format!(
+            "SELECT confirmed_flush_lsn >= '{end_lsn}' FROM pg_replication_slots WHERE slot_name = 'siphon_bench'"
+        );
+        loop {
+            peak = peak_rss_kib(&siphon).unwrap_or(peak);
+            if self.pg.psql("bench", &done_sql) == "t" {
+                break;
+            }
+            if let Some(status) = siphon.try_wait()? {
+                bail!("siphon exited: {status}");
+            }
+            if started.elapsed() > Duration::from_secs(1800) {
+                bail!("siphon did not finish within 30 minutes");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let took = started.elapsed();
+        terminate(&mut siphon)?;
+        Ok((took, peak))
+    }
+}
+
+/// The process's peak resident set so far (VmHWM from /proc), in KiB.
+pub fn peak_rss_kib(child: &Child) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+}
+
 /// Polls `sql` in the bench database until it answers `want` (2 min).
 pub fn wait_for(pg: &postgres::PgCluster, sql: &str, want: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
