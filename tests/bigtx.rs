@@ -19,11 +19,12 @@ use std::time::Duration;
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
+use rdkafka::message::Message;
 use siphon::event::Lsn;
 use siphon::kafka::offsets::OffsetRecord;
 use support::bed::{Bed, WAIT};
 use support::events::{field, unwrap_union, wire};
-use support::kafka::{read_committed, read_committed_with};
+use support::kafka::{assign_all, drain_each, read_committed, read_committed_with};
 use support::kafka_proxy::KafkaProxy;
 use support::poll_until;
 use support::siphon::Siphon;
@@ -125,17 +126,22 @@ fn int(v: &Value) -> i64 {
 }
 
 /// Decodes Confluent-framed Avro, parsing each writer schema once (the
-/// test reads hundreds of thousands of records).
+/// tests read up to millions of records). Synchronous, so that it can run
+/// inside a consumer's poll loop: it fetches a schema it has not seen by
+/// blocking this (multi-threaded) runtime's worker.
 #[derive(Default)]
 struct Decoder {
     schemas: HashMap<u32, Schema>,
 }
 
 impl Decoder {
-    async fn decode(&mut self, bed: &Bed, bytes: &[u8]) -> Value {
+    fn decode(&mut self, bed: &Bed, bytes: &[u8]) -> Value {
         let (id, mut body) = wire(bytes);
         if let std::collections::hash_map::Entry::Vacant(e) = self.schemas.entry(id) {
-            let json = bed.client.schema_by_id(id).await.expect("schema by id");
+            let json = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(bed.client.schema_by_id(id))
+            })
+            .expect("schema by id");
             e.insert(Schema::parse_str(&json).expect("schema parses"));
         }
         let value = GenericDatumReader::builder(&self.schemas[&id])
@@ -166,6 +172,26 @@ fn progress(o: &OffsetRecord) -> (Lsn, u64) {
         o.index.map_or(0, |i| i + 1)
     };
     (o.commit_lsn, done)
+}
+
+/// Waits until siphon's slot confirmed `end`: siphon confirms only after
+/// the Kafka commit of everything before it. Fails if siphon exits.
+async fn wait_confirmed(bed: &Bed, siphon: &mut Siphon, end: Lsn, limit: Duration) {
+    let confirmed = format!(
+        "SELECT confirmed_flush_lsn >= '{end}' FROM pg_replication_slots WHERE slot_name = 'siphon_big'"
+    );
+    let deadline = std::time::Instant::now() + limit;
+    while bed.pg.psql("big", &confirmed) != "t" {
+        if let Some(status) = siphon.wait(Duration::ZERO) {
+            panic!("siphon exited ({status}):\n{}", siphon.log());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the big transaction was not confirmed in time:\n{}",
+            siphon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn kill_inside_the_big_transaction(point: KillPoint) {
@@ -249,21 +275,7 @@ async fn kill_inside_the_big_transaction(point: KillPoint) {
     // The restarted siphon fences the killed one's open transaction and
     // resumes after the last committed part.
     let mut siphon = bed.siphon(&file);
-    let confirmed = format!(
-        "SELECT confirmed_flush_lsn >= '{end}' FROM pg_replication_slots WHERE slot_name = 'siphon_big'"
-    );
-    let deadline = std::time::Instant::now() + WAIT * 3;
-    while bed.pg.psql("big", &confirmed) != "t" {
-        if let Some(status) = siphon.wait(Duration::ZERO) {
-            panic!("siphon exited ({status}):\n{}", siphon.log());
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the big transaction was not confirmed in time:\n{}",
-            siphon.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_confirmed(&bed, &mut siphon, end, WAIT * 3).await;
     assert!(siphon.stop().success());
 
     let reading = std::time::Instant::now();
@@ -274,13 +286,13 @@ async fn kill_inside_the_big_transaction(point: KillPoint) {
     let mut last_lsn = 0;
     let mut commit = None;
     for (i, r) in records.iter().enumerate() {
-        let key = decoder.decode(&bed, r.key.as_ref().expect("key")).await;
+        let key = decoder.decode(&bed, r.key.as_ref().expect("key"));
         assert_eq!(
             int(field(&key, "id").unwrap()),
             i as i64 + 1,
             "event {i} is out of order or duplicated"
         );
-        let value = decoder.decode(&bed, r.value.as_ref().expect("value")).await;
+        let value = decoder.decode(&bed, r.value.as_ref().expect("value"));
         let source = field(&value, "source").expect("source");
         let (c, l) = sequence(unwrap_union(field(source, "sequence").expect("sequence")));
         assert!(l > last_lsn, "change LSNs strictly increase");
@@ -344,4 +356,130 @@ async fn sigkill_in_the_middle_of_a_huge_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_near_the_end_of_a_huge_transaction() {
     kill_inside_the_big_transaction(KillPoint::NearEnd).await;
+}
+
+/// The long version's huge transaction (scripts/faults-long.sh, release
+/// build): ONE source transaction of `BIGTX_ROWS` rows (default
+/// 10,000,000), siphon SIGKILLed `BIGTX_KILLS` times (default 3) at evenly
+/// spread points of it and started again each time. Every row must reach
+/// a read_committed consumer once, in order, from that one transaction;
+/// prints siphon's peak RSS, which must not grow with the transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the long version (minutes); run by scripts/faults-long.sh"]
+async fn huge_transaction_survives_repeated_sigkills() {
+    let env = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.replace('_', "").parse().ok())
+            .unwrap_or(default)
+    };
+    let rows = env("BIGTX_ROWS", 10_000_000);
+    let kills = env("BIGTX_KILLS", 3);
+    let started = std::time::Instant::now();
+    let bed = Bed::start("big").await;
+    bed.pg.psql(
+        "big",
+        "CREATE TABLE rows (id bigint PRIMARY KEY, note text NOT NULL)",
+    );
+    let proxy = KafkaProxy::start(&bed.broker.bootstrap);
+    // Default batching; no idle offsets, so every offset record is a part.
+    let file = bed.connector(
+        "big",
+        "big",
+        &["public.rows"],
+        "idle_offset_interval_ms = 3600000",
+    );
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace(&bed.broker.bootstrap, &proxy.bootstrap);
+    std::fs::write(&file, text).unwrap();
+    let mut siphon = bed.siphon(&file);
+    bed.wait_slot_active("big", "siphon_big").await;
+    bed.wait_ready_status(&siphon, 200).await;
+
+    let before = lsn(&bed.pg.psql("big", "SELECT pg_current_wal_lsn()"));
+    bed.pg.psql(
+        "big",
+        &format!("INSERT INTO rows SELECT g, 'row ' || g FROM generate_series(1, {rows}) g"),
+    );
+    let end = lsn(&bed.pg.psql("big", "SELECT pg_current_wal_lsn()"));
+    eprintln!("BIGTX: {rows} rows written in {:?}", started.elapsed());
+
+    // Kill number k once k/(kills+1) of the rows are committed. An
+    // instance's event counter counts only what it committed itself (a
+    // restart re-reads the transaction from its start and drops what is
+    // already in Kafka), so the count goes on from what the offsets topic
+    // held at the previous kill.
+    let events = r#"siphon_events_total{connector="big",op="c",table="public.rows"}"#;
+    let mut peak_rss_kib = 0u64;
+    let mut done = 0u64;
+    for k in 1..=kills {
+        let target = rows * k / (kills + 1);
+        let base = done;
+        poll_until(WAIT * 20, &format!("{target} rows produced"), async || {
+            if let Some(status) = siphon.wait(Duration::ZERO) {
+                panic!("siphon exited ({status}):\n{}", siphon.log());
+            }
+            let produced = siphon.metric(events).await.unwrap_or(0.0) as u64;
+            (base + produced >= target).then_some(())
+        })
+        .await;
+        peak_rss_kib = peak_rss_kib.max(siphon.peak_rss_kib());
+        siphon.kill();
+        // What is committed now: the restart resumes after it.
+        done = parts_committed(&proxy, before)
+            .last()
+            .and_then(|o| o.index)
+            .map_or(0, |i| i + 1);
+        eprintln!(
+            "BIGTX: SIGKILL {k}/{kills} with {done} rows committed, {:?} elapsed",
+            started.elapsed()
+        );
+        siphon = bed.siphon(&file);
+    }
+    wait_confirmed(&bed, &mut siphon, end, WAIT * 60).await;
+    peak_rss_kib = peak_rss_kib.max(siphon.peak_rss_kib());
+    assert!(siphon.stop().success());
+    let streamed = started.elapsed();
+
+    // Read everything back through the proxy, decoding as it arrives.
+    let (consumer, pending) =
+        assign_all(&proxy.bootstrap, TOPIC, &[]).expect("the topic has records");
+    let mut decoder = Decoder::default();
+    let (mut read, mut last_lsn, mut commit) = (0u64, 0u64, None);
+    drain_each(&consumer, TOPIC, pending, |m| {
+        let key = decoder.decode(&bed, m.key().expect("key"));
+        let id = int(field(&key, "id").unwrap());
+        assert_eq!(
+            id,
+            read as i64 + 1,
+            "record {read}: id {id} is out of order, duplicated or after a gap"
+        );
+        let value = decoder.decode(&bed, m.payload().expect("value"));
+        let source = field(&value, "source").expect("source");
+        let (c, l) = sequence(unwrap_union(field(source, "sequence").expect("sequence")));
+        assert!(l > last_lsn, "change LSNs strictly increase");
+        last_lsn = l;
+        assert_eq!(*commit.get_or_insert(c), c, "one source transaction");
+        read += 1;
+    });
+    assert_eq!(read, rows, "rows read back");
+    let all = offsets(&proxy);
+    for w in all.windows(2) {
+        assert!(progress(&w[0]) <= progress(&w[1]), "offset went backwards");
+    }
+    let parts = all.iter().filter(|o| o.commit_lsn > before).count();
+    let last = all.last().expect("offsets");
+    assert!(
+        last.txn_complete && last.index == Some(rows - 1),
+        "{last:?}"
+    );
+    assert!(proxy.errors().is_empty(), "{:?}", proxy.errors());
+    eprintln!(
+        "BIGTX long: {rows} rows in one transaction, {kills} SIGKILLs, {parts} Kafka \
+         transactions; read back {read}: missing 0, duplicated 0, reordered 0; peak RSS \
+         {:.1} MiB; streamed in {streamed:?}, {:?} in all",
+        peak_rss_kib as f64 / 1024.0,
+        started.elapsed()
+    );
 }

@@ -200,15 +200,7 @@ request_timeout_ms = 3000
     }
 
     fn note_rss(&mut self, s: &Siphon) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap_or_default();
-        if let Some(kb) = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        {
-            self.peak_rss_kb = self.peak_rss_kb.max(kb);
-        }
+        self.peak_rss_kb = self.peak_rss_kb.max(s.peak_rss_kib());
     }
 
     /// SIGKILL and start a new instance.

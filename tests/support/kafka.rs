@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// The tansu binary: `$SIPHON_TANSU`, `~/.cargo/bin/tansu`, or `tansu` on PATH.
@@ -166,6 +166,20 @@ pub fn read_committed(bootstrap: &str, topic: &str) -> Vec<Record> {
 /// [`read_committed`] with extra consumer `settings` (e.g. small fetch
 /// sizes, so that one transaction spans several Fetch responses).
 pub fn read_committed_with(bootstrap: &str, topic: &str, settings: &[(&str, &str)]) -> Vec<Record> {
+    let Some((consumer, pending)) = assign_all(bootstrap, topic, settings) else {
+        return Vec::new();
+    };
+    drain_assigned(&consumer, topic, pending)
+}
+
+/// A read_committed consumer (other `settings` override) assigned to every
+/// non-empty partition of `topic` from its beginning, and those
+/// partitions; None when the topic does not exist or is empty.
+pub fn assign_all(
+    bootstrap: &str,
+    topic: &str,
+    settings: &[(&str, &str)],
+) -> Option<(BaseConsumer, HashSet<i32>)> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
@@ -178,11 +192,8 @@ pub fn read_committed_with(bootstrap: &str, topic: &str, settings: &[(&str, &str
         config.set(*k, *v);
     }
     let consumer: BaseConsumer = config.create().expect("test consumer");
-    let timeout = Duration::from_secs(10);
-    let metadata = match consumer.fetch_metadata(Some(topic), timeout) {
-        Ok(m) => m,
-        Err(_) => return Vec::new(),
-    };
+    let timeout = Duration::from_secs(30);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).ok()?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()
@@ -202,38 +213,57 @@ pub fn read_committed_with(bootstrap: &str, topic: &str, settings: &[(&str, &str
         }
     }
     if pending.is_empty() {
-        return Vec::new();
+        return None;
     }
     consumer.assign(&tpl).expect("assign");
-    drain_assigned(&consumer, topic, pending)
+    Some((consumer, pending))
 }
 
+/// How long a reader waits for the next record before it gives up.
+pub const READ_IDLE: Duration = Duration::from_secs(120);
+
 /// Polls an assigned consumer until every partition in `pending` reported
-/// its end, and returns the records in (partition, offset) order.
-pub fn drain_assigned(
+/// its end, handing each message to `each` in arrival order. Fails after
+/// [`READ_IDLE`] without a message, however long the whole read takes.
+pub fn drain_each(
     consumer: &BaseConsumer,
     topic: &str,
     mut pending: HashSet<i32>,
-) -> Vec<Record> {
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    mut each: impl FnMut(&BorrowedMessage<'_>),
+) {
+    let mut idle_since = Instant::now();
     while !pending.is_empty() {
-        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        assert!(
+            idle_since.elapsed() < READ_IDLE,
+            "reading {topic}: nothing for {READ_IDLE:?}"
+        );
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 pending.remove(&p);
             }
             Some(Err(e)) => panic!("reading {topic}: {e}"),
-            Some(Ok(m)) => out.push(Record {
-                topic: m.topic().to_owned(),
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-            }),
+            Some(Ok(m)) => {
+                idle_since = Instant::now();
+                each(&m);
+            }
         }
     }
+}
+
+/// Polls an assigned consumer until every partition in `pending` reported
+/// its end, and returns the records in (partition, offset) order.
+pub fn drain_assigned(consumer: &BaseConsumer, topic: &str, pending: HashSet<i32>) -> Vec<Record> {
+    let mut out = Vec::new();
+    drain_each(consumer, topic, pending, |m| {
+        out.push(Record {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+        })
+    });
     out.sort_by_key(|r| (r.partition, r.offset));
     out
 }

@@ -143,6 +143,17 @@ impl Siphon {
         self.child.as_ref().map_or(0, |c| c.id())
     }
 
+    /// The kernel's high-water mark of its resident memory (`VmHWM`), in
+    /// KiB; 0 once it exited.
+    pub fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

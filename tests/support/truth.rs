@@ -19,13 +19,12 @@ use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use futures_util::{StreamExt, pin_mut};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use siphon::avro::registry::RegistryClient;
 
 use super::events::{field, unwrap_union, wire};
+use super::kafka::{READ_IDLE, assign_all};
 use super::postgres::PgCluster;
 
 /// The ground-truth slot's name.
@@ -135,13 +134,19 @@ pub async fn kafka_history_with(
     let mut records = 0u64;
     for table in tables {
         let topic = format!("{prefix}.public.{table}");
-        let consumer = assigned_consumer(bootstrap, &topic, isolation);
-        let Some((consumer, mut pending)) = consumer else {
+        let settings = [
+            ("group.id", "siphon-fault-checker"),
+            ("isolation.level", isolation),
+        ];
+        let Some((consumer, mut pending)) = assign_all(bootstrap, &topic, &settings) else {
             continue;
         };
-        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut idle_since = Instant::now();
         while !pending.is_empty() {
-            assert!(Instant::now() < deadline, "reading {topic} timed out");
+            assert!(
+                idle_since.elapsed() < READ_IDLE,
+                "reading {topic}: nothing for {READ_IDLE:?}"
+            );
             let m = match consumer.poll(Duration::from_millis(100)) {
                 None => continue,
                 Some(Err(KafkaError::PartitionEOF(p))) => {
@@ -151,6 +156,7 @@ pub async fn kafka_history_with(
                 Some(Err(e)) => panic!("reading {topic}: {e}"),
                 Some(Ok(m)) => m,
             };
+            idle_since = Instant::now();
             records += 1;
             let key = m.key().expect("every event has a key");
             let id = match decode_field(registry, &mut schemas, key, "id").await {
@@ -181,47 +187,6 @@ pub async fn kafka_history_with(
         }
     }
     (out, records)
-}
-
-fn assigned_consumer(
-    bootstrap: &str,
-    topic: &str,
-    isolation: &str,
-) -> Option<(BaseConsumer, BTreeSet<i32>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "siphon-fault-checker")
-        .set("isolation.level", isolation)
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .expect("checking consumer");
-    let timeout = Duration::from_secs(30);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout).ok()?;
-    let mut tpl = TopicPartitionList::new();
-    let mut pending = BTreeSet::new();
-    for t in metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-    {
-        for p in t.partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p.id(), timeout)
-                .expect("watermarks");
-            if high > low {
-                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                    .expect("assign");
-                pending.insert(p.id());
-            }
-        }
-    }
-    if pending.is_empty() {
-        return None;
-    }
-    consumer.assign(&tpl).expect("assign");
-    Some((consumer, pending))
 }
 
 async fn decode(
