@@ -55,26 +55,24 @@ struct Setup {
     file: PathBuf,
 }
 
-async fn setup() -> Setup {
+/// A bed with table `rows`, the Kafka proxy, and connector `big` (reaching
+/// the broker through the proxy) with `extra_kafka` lines and a batch
+/// linger of `linger_ms`.
+async fn setup(extra_kafka: &str, linger_ms: u64) -> Setup {
     let bed = Bed::start("big").await;
     bed.pg.psql(
         "big",
         "CREATE TABLE rows (id bigint PRIMARY KEY, note text NOT NULL)",
     );
     let proxy = KafkaProxy::start(&bed.broker.bootstrap);
-    // Small librdkafka batches make one part many Produce requests, so the
-    // first part stays open long enough to be caught. No idle offsets:
-    // siphon's count of committed Kafka transactions then counts parts.
-    let file = bed.connector(
-        "big",
-        "big",
-        &["public.rows"],
-        &format!("batch_max_events = {PART}\nidle_offset_interval_ms = 3600000\n[kafka.properties]\n\"batch.num.messages\" = \"100\""),
-    );
+    let file = bed.connector("big", "big", &["public.rows"], extra_kafka);
     let text = std::fs::read_to_string(&file)
         .unwrap()
         .replace(&bed.broker.bootstrap, &proxy.bootstrap)
-        .replace("batch_linger_ms = 50", "batch_linger_ms = 10000");
+        .replace(
+            "batch_linger_ms = 50",
+            &format!("batch_linger_ms = {linger_ms}"),
+        );
     std::fs::write(&file, text).unwrap();
     Setup { bed, proxy, file }
 }
@@ -195,7 +193,14 @@ async fn wait_confirmed(bed: &Bed, siphon: &mut Siphon, end: Lsn, limit: Duratio
 }
 
 async fn kill_inside_the_big_transaction(point: KillPoint) {
-    let Setup { bed, proxy, file } = setup().await;
+    // Small librdkafka batches make one part many Produce requests, so the
+    // first part stays open long enough to be caught. No idle offsets:
+    // siphon's count of committed Kafka transactions then counts parts.
+    let extra = format!(
+        "batch_max_events = {PART}\nidle_offset_interval_ms = 3600000\n\
+         [kafka.properties]\n\"batch.num.messages\" = \"100\""
+    );
+    let Setup { bed, proxy, file } = setup(&extra, 10_000).await;
     let siphon = bed.siphon(&file);
     bed.wait_slot_active("big", "siphon_big").await;
     bed.wait_ready_status(&siphon, 200).await;
@@ -376,23 +381,8 @@ async fn huge_transaction_survives_repeated_sigkills() {
     let rows = env("BIGTX_ROWS", 10_000_000);
     let kills = env("BIGTX_KILLS", 3);
     let started = std::time::Instant::now();
-    let bed = Bed::start("big").await;
-    bed.pg.psql(
-        "big",
-        "CREATE TABLE rows (id bigint PRIMARY KEY, note text NOT NULL)",
-    );
-    let proxy = KafkaProxy::start(&bed.broker.bootstrap);
     // Default batching; no idle offsets, so every offset record is a part.
-    let file = bed.connector(
-        "big",
-        "big",
-        &["public.rows"],
-        "idle_offset_interval_ms = 3600000",
-    );
-    let text = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace(&bed.broker.bootstrap, &proxy.bootstrap);
-    std::fs::write(&file, text).unwrap();
+    let Setup { bed, proxy, file } = setup("idle_offset_interval_ms = 3600000", 50).await;
     let mut siphon = bed.siphon(&file);
     bed.wait_slot_active("big", "siphon_big").await;
     bed.wait_ready_status(&siphon, 200).await;

@@ -252,3 +252,23 @@ async fn a_different_database_system_is_refused() {
         "0"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_timeline_is_refused() {
+    let (mut bed, file) = streamed_and_stopped().await;
+    // A point-in-time restore or a promoted standby: the same system and
+    // slot, but the WAL after the switch is another history.
+    bed.pg.switch_timeline();
+    bed.pg.psql("shop", "INSERT INTO t VALUES (6)");
+    let log = bed.run_until_fatal(&file, &[]);
+    assert!(
+        log.contains(
+            "PostgreSQL timeline changed: the stored offset of connector shop belongs to 1, the server is 2"
+        ),
+        "{log}"
+    );
+    assert_eq!(
+        read_committed(&bed.broker.bootstrap, "shop.public.t").len(),
+        5
+    );
+}

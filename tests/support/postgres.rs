@@ -325,6 +325,35 @@ impl PgCluster {
         self.running = true;
     }
 
+    /// Moves the server to a new timeline, as a promoted standby or a
+    /// point-in-time restore does: a stop, then an archive recovery of its
+    /// own WAL (`recovery.signal`, nothing to restore) that ends in a
+    /// promotion. The system identifier and the replication slots stay.
+    pub fn switch_timeline(&mut self) {
+        self.stop("fast");
+        append(
+            &self.data_dir.join("postgresql.conf"),
+            "restore_command = 'false'\n",
+        );
+        let signal = self.data_dir.join("recovery.signal");
+        fs::write(&signal, "").expect("write recovery.signal");
+        if self.as_postgres {
+            let (uid, gid) = postgres_os_user();
+            std::os::unix::fs::chown(&signal, Some(uid), Some(gid))
+                .expect("chown recovery.signal to the postgres user");
+        }
+        self.start_again();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.psql("postgres", "SELECT pg_is_in_recovery()") != "f" {
+            assert!(
+                Instant::now() < deadline,
+                "recovery did not end:\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn create_database(&self, name: &str) {
         self.psql(
             "postgres",
