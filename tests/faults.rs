@@ -226,6 +226,10 @@ request_timeout_ms = 3000
     /// recover from the stored offset, and the workload resumes while the
     /// broker comes back.
     async fn quiet_broker_restart(&mut self) {
+        assert!(
+            self.s3.is_some(),
+            "broker restart needs Run::start_with(.., true)"
+        );
         self.workload().pause().await;
         let end = self.bed.pg.psql(DB, "SELECT pg_current_wal_lsn()");
         let sql = format!(
@@ -240,7 +244,7 @@ request_timeout_ms = 3000
         )
         .await;
         self.bed.broker.restart();
-        self.count(Fault::BrokerRestart.name());
+        self.count(Fault::QuietBrokerRestart.name());
         self.workload().resume();
     }
 
@@ -407,6 +411,9 @@ enum Fault {
     SecondInstance,
     /// The broker killed and started again (needs a persistent broker).
     BrokerRestart,
+    /// The same, once the workload is paused and siphon caught up
+    /// ([`Run::quiet_broker_restart`]).
+    QuietBrokerRestart,
 }
 
 impl Fault {
@@ -428,6 +435,7 @@ impl Fault {
             Fault::PostgresRestart(_) => "postgres_restart_immediate",
             Fault::SecondInstance => "fenced",
             Fault::BrokerRestart => "broker_restart",
+            Fault::QuietBrokerRestart => "broker_restart_quiet",
         }
     }
 }
@@ -527,6 +535,10 @@ impl Run {
                 self.kill_restart(s);
                 self.sleep_random(2000, 4000).await;
                 self.bed.registry.set_unavailable(false);
+            }
+            Fault::QuietBrokerRestart => {
+                self.quiet_broker_restart().await;
+                return;
             }
             Fault::BrokerRestart => {
                 assert!(
@@ -774,9 +786,10 @@ async fn long_run() {
         Fault::PostgresRestart("fast"),
         Fault::SecondInstance,
         Fault::BrokerRestart,
+        Fault::QuietBrokerRestart,
     ];
     // FAULTS_ONLY: a comma-separated list of fault names to limit the
-    // others to; by default all but the broker restart. The broker's log
+    // others to; by default all but the broker restarts. The broker's log
     // goes to S3 only when it is restarted: that broker is slow (commits
     // take ~0.5 s), too slow for volume, so scripts/faults-long.sh restarts
     // it in a run of its own.
@@ -785,13 +798,15 @@ async fn long_run() {
         .into_iter()
         .filter(|f| {
             if only.is_empty() {
-                !matches!(f, Fault::BrokerRestart)
+                !matches!(f, Fault::BrokerRestart | Fault::QuietBrokerRestart)
             } else {
                 only.split(',').any(|n| n.trim() == f.name())
             }
         })
         .collect();
-    let persistent = others.iter().any(|f| matches!(f, Fault::BrokerRestart));
+    let persistent = others
+        .iter()
+        .any(|f| matches!(f, Fault::BrokerRestart | Fault::QuietBrokerRestart));
     let (mut run, mut s) = Run::start_with("long", 4, "", persistent).await;
     let mut schedule: Vec<Fault> = (0..kills).map(|_| Fault::Sigkill).collect();
     for _ in 0..each {
