@@ -70,11 +70,15 @@ fn main() -> ExitCode {
             let Some(runtime) = runtime() else {
                 return ExitCode::FAILURE;
             };
-            runtime.block_on(run(
+            let code = runtime.block_on(run(
                 connectors,
                 http_addr,
                 Duration::from_millis(shutdown_grace_ms),
-            ))
+            ));
+            // A blocking librdkafka call abandoned at shutdown (a fencing
+            // init waiting on the broker) must not hold the exit.
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            code
         }
     }
 }

@@ -75,6 +75,25 @@ async fn an_open_transaction_of_another_connector_does_not_hide_the_newest_offse
     .await;
     assert!(s.stop().success());
 
+    // A stop asked for while the offset read waits for that transaction is
+    // honoured at once: nothing is open yet, so there is nothing to finish.
+    let mut waiting = bed.siphon(&file);
+    poll_until(WAIT, "the offset read to wait", async || {
+        waiting
+            .log()
+            .contains("waiting for an open transaction on the offsets topic")
+            .then_some(())
+    })
+    .await;
+    let asked = std::time::Instant::now();
+    assert!(waiting.stop().success(), "{}", waiting.log());
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "the stop took {:?}:\n{}",
+        asked.elapsed(),
+        waiting.log()
+    );
+
     // ... and restarts while it is still open. Reading only up to the last
     // stable offset would find an older offset and write 6..10 again.
     let s = bed.siphon(&file);

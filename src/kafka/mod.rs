@@ -68,6 +68,8 @@ pub enum KafkaError {
         topic: String,
         timeout_ms: u64,
     },
+    #[error("the offset read of connector {connector} was abandoned: shutting down")]
+    ReadOffsetAbandoned { connector: String },
     #[error(
         "offset record of connector {connector} in topic {topic} is unreadable: {reason}; it was not written by this version of siphon"
     )]

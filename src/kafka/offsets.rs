@@ -22,6 +22,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
 
 use super::KafkaError;
 use crate::config::ConnectorConfig;
@@ -282,12 +283,21 @@ fn progress_from_avro(v: &Value) -> Result<Option<SnapshotProgress>, String> {
 /// Must run after the transactional producer was initialised: that fences
 /// any previous instance and makes the broker abort its open transaction, so
 /// nothing newer than what is read here can still become visible.
+///
+/// The read runs on a blocking thread and can wait a long time (for an
+/// open transaction to end); dropping the returned future stops it within
+/// a poll interval, so a shutdown never waits for it.
 pub async fn read_stored_offset(cfg: &ConnectorConfig) -> Result<Option<OffsetRecord>, KafkaError> {
     let cfg = cfg.clone();
-    tokio::task::spawn_blocking(move || read_blocking(&cfg)).await?
+    let dropped = CancellationToken::new();
+    let _stop_when_dropped = dropped.clone().drop_guard();
+    tokio::task::spawn_blocking(move || read_blocking(&cfg, &dropped)).await?
 }
 
-fn read_blocking(cfg: &ConnectorConfig) -> Result<Option<OffsetRecord>, KafkaError> {
+fn read_blocking(
+    cfg: &ConnectorConfig,
+    dropped: &CancellationToken,
+) -> Result<Option<OffsetRecord>, KafkaError> {
     let connector = cfg.name.as_str();
     let topic = cfg.kafka.offsets_topic.as_str();
     let read_err = |source: RdKafkaError| KafkaError::ReadOffset {
@@ -370,6 +380,11 @@ fn read_blocking(cfg: &ConnectorConfig) -> Result<Option<OffsetRecord>, KafkaErr
                  mid-transaction, or another connector's slow commit); the broker aborts an \
                  abandoned one within its transaction timeout"
             );
+        }
+        if dropped.is_cancelled() {
+            return Err(KafkaError::ReadOffsetAbandoned {
+                connector: connector.to_owned(),
+            });
         }
         if Instant::now() > deadline {
             return Err(KafkaError::ReadOffsetTimeout {

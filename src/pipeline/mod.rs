@@ -238,15 +238,25 @@ async fn run_once(
     let name = &cfg.name;
     let pg = &cfg.postgres;
 
-    let catalog = Catalog::connect(pg).await?;
-    catalog.preflight(cfg).await?;
-
-    // Fence any previous instance before trusting what the offsets topic says.
-    let producer = TxProducer::start(cfg).await?;
-    producer
-        .ensure_topic(&cfg.kafka.offsets_topic, true)
-        .await?;
-    let mut stored = offsets::read_stored_offset(cfg).await?;
+    // Start-up opens nothing that needs finishing (no Kafka transaction, no
+    // replication stream yet), and parts of it can wait long (fencing, an
+    // open transaction on the offsets topic): a stop asked for meanwhile
+    // ends it at once.
+    let startup = async {
+        let catalog = Catalog::connect(pg).await?;
+        catalog.preflight(cfg).await?;
+        // Fence any previous instance before trusting what the offsets topic says.
+        let producer = TxProducer::start(cfg).await?;
+        producer
+            .ensure_topic(&cfg.kafka.offsets_topic, true)
+            .await?;
+        let stored = offsets::read_stored_offset(cfg).await?;
+        Ok::<_, ConnectorError>((catalog, producer, stored))
+    };
+    let (catalog, producer, mut stored) = tokio::select! {
+        started = startup => started?,
+        () = cancel.cancelled() => return Ok(()),
+    };
     let mode = cfg.snapshot.mode;
     let snap_err = |source| ConnectorError::Snapshot {
         connector: name.to_string(),
