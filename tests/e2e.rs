@@ -12,7 +12,7 @@ use num_bigint::BigInt;
 use support::bed::Bed;
 use support::events::Event;
 use support::kafka::read_committed;
-use support::postgres::PgCluster;
+use support::postgres::{PgCluster, PgOptions};
 
 fn int(v: &Value) -> i64 {
     match v {
@@ -193,7 +193,14 @@ fn expected_records(truth: &Truth) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_restart_and_sigkill_lose_and_duplicate_nothing() {
-    let bed = Bed::start("app").await;
+    // No timed checkpoint during the test (on a loaded machine it can run
+    // past the default 5 minutes): a checkpoint saves the slot's confirmed
+    // position, and PostgreSQL's crash below would then re-send nothing.
+    let opts = PgOptions {
+        extra_conf: vec!["checkpoint_timeout = '1h'".into()],
+        ..PgOptions::default()
+    };
+    let bed = Bed::start_with(opts, "app").await;
     bed.pg.psql(
         "app",
         "CREATE TABLE items (id bigint PRIMARY KEY, val bigint NOT NULL)",
