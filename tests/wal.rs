@@ -67,6 +67,30 @@ async fn noise_until_released(bed: &Bed, db: &str, slot_db: &str, slot: &str, ma
 
 const MIB: u64 = 1024 * 1024;
 
+/// Writes ~60 MiB of WAL into `db` (none of it captured), then noise until
+/// the slot released it; fails unless the WAL still retained is less than
+/// what was written. Returns the mark the slot had to pass.
+async fn busy_then_released(bed: &Bed, db: &str, slot_db: &str, slot: &str) -> Lsn {
+    let start = current_lsn(bed, db);
+    for _ in 0..4 {
+        noise(bed, db, 60_000);
+    }
+    let mark = current_lsn(bed, db);
+    assert!(
+        mark.0 - start.0 > 50 * MIB,
+        "the noise wrote too little WAL"
+    );
+    let retained = noise_until_released(bed, db, slot_db, slot, mark).await;
+    // Everything written before the mark is released; what is retained is
+    // what was written since (a few polls' noise), not the 60 MiB.
+    assert!(
+        retained < mark.0 - start.0,
+        "{} MiB retained",
+        retained / MIB
+    );
+    mark
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_captured_tables_retain_no_wal_while_other_tables_and_databases_are_busy() {
     let bed = Bed::start("app").await;
@@ -87,41 +111,14 @@ async fn idle_captured_tables_retain_no_wal_while_other_tables_and_databases_are
     bed.wait_records("app.public.captured", 1, &siphon).await;
 
     // ~60 MiB of WAL that no captured table is part of.
-    let start = current_lsn(&bed, "app");
-    for _ in 0..4 {
-        noise(&bed, "app", 60_000);
-    }
-    let mark = current_lsn(&bed, "app");
-    assert!(
-        mark.0 - start.0 > 50 * MIB,
-        "the noise wrote too little WAL"
-    );
-
-    let retained = noise_until_released(&bed, "app", "app", "siphon_app", mark).await;
-    // Everything written before the mark is released; what is retained is
-    // what was written since (a few polls' noise), not the 60 MiB.
-    assert!(
-        retained < mark.0 - start.0,
-        "{} MiB retained",
-        retained / MIB
-    );
+    busy_then_released(&bed, "app", "app", "siphon_app").await;
 
     // The same when the WAL comes from another database of the server:
     // keepalives carry the server's WAL end, whichever database wrote it.
     bed.pg.create_database("other");
     bed.pg
         .psql("other", "CREATE TABLE noise (id int PRIMARY KEY, pad text)");
-    let start = current_lsn(&bed, "other");
-    for _ in 0..4 {
-        noise(&bed, "other", 60_000);
-    }
-    let mark = current_lsn(&bed, "other");
-    let retained = noise_until_released(&bed, "other", "app", "siphon_app", mark).await;
-    assert!(
-        retained < mark.0 - start.0,
-        "{} MiB retained",
-        retained / MIB
-    );
+    let mark = busy_then_released(&bed, "other", "app", "siphon_app").await;
 
     // It was the offset-only commits that moved it: no event was written.
     assert_eq!(
@@ -162,17 +159,7 @@ async fn heartbeat_moves_the_slot_while_another_database_is_busy() {
     let siphon = bed.siphon(&file);
     bed.wait_slot_active("app", "siphon_app").await;
 
-    let start = current_lsn(&bed, "other");
-    for _ in 0..4 {
-        noise(&bed, "other", 60_000);
-    }
-    let mark = current_lsn(&bed, "other");
-    let retained = noise_until_released(&bed, "other", "app", "siphon_app", mark).await;
-    assert!(
-        retained < mark.0 - start.0,
-        "{} MiB retained",
-        retained / MIB
-    );
+    busy_then_released(&bed, "other", "app", "siphon_app").await;
 
     // The heartbeat's updates are ordinary change events, and counted.
     let beats = read_committed(&bed.broker.bootstrap, "app.public.siphon_heartbeat").len();

@@ -64,19 +64,7 @@ impl Bed {
         tables: &[&str],
         extra_kafka: &str,
     ) -> PathBuf {
-        connector_file(
-            self.dir.path(),
-            &Spec {
-                name,
-                pg: &self.pg,
-                database,
-                broker: &self.broker,
-                registry_url: &self.registry.url,
-                tables,
-                extra_kafka,
-                extra_postgres: "",
-            },
-        )
+        self.connector_with(name, database, tables, extra_kafka, "")
     }
 
     /// [`Bed::connector`] with extra lines for the `[postgres]` section too.
