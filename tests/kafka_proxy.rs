@@ -208,10 +208,13 @@ fn aborted_transaction_before_an_open_one_stays_invisible() {
     early.abort_transaction(TIMEOUT).expect("abort early");
 
     // Log: c0 c0 COMMIT(2) aborted×3 (3..=5) late×3 (6..=8) ABORT(9).
-    // Apache Kafka's last stable offset is 6; tansu's is 3 (it waits for
-    // every transaction that began before the open one), also correct.
-    let (_, stable) = end_offsets(&proxy.bootstrap, topic, "read_committed");
-    assert!((3..=6).contains(&stable), "read_committed end {stable}");
+    // The last stable offset is where the oldest open transaction begins:
+    // 6, as Apache Kafka says (tansu says 3: it also waits for transactions
+    // that began before the open one).
+    assert_eq!(
+        end_offsets(&proxy.bootstrap, topic, "read_committed"),
+        (0, 6)
+    );
     assert_eq!(
         end_offsets(&broker.bootstrap, topic, "read_committed"),
         (0, 0),
@@ -234,6 +237,48 @@ fn aborted_transaction_before_an_open_one_stays_invisible() {
     assert_eq!(
         payloads(&read_committed(&proxy.bootstrap, topic)),
         [values("c0", 2), values("late", 3)].concat()
+    );
+    assert_clean(&proxy);
+}
+
+/// The proxy computes each partition's last stable offset from that
+/// partition's own markers, as a correct broker does: an open transaction
+/// holds back the partitions it wrote to and no other. (tansu's own stable
+/// offset, which the proxy no longer uses, once stayed at 0 in every
+/// partition although each transaction in the log had its marker.)
+#[test]
+fn an_open_transaction_holds_back_only_its_own_partition() {
+    let broker = Broker::start();
+    let proxy = KafkaProxy::start(&broker.bootstrap);
+    create_topic(&proxy.bootstrap, "held", 1);
+    create_topic(&proxy.bootstrap, "free", 1);
+    let open = producer(&proxy.bootstrap, "held-open");
+    let other = producer(&proxy.bootstrap, "free-other");
+    transaction(&other, "free", &values("before", 2), true);
+    open.begin_transaction().expect("begin");
+    send(&open, "held", 0, "open");
+    open.flush(TIMEOUT).expect("flush");
+    transaction(&other, "free", &values("after", 2), true);
+
+    // before×2, COMMIT, after×2, COMMIT.
+    assert_eq!(
+        end_offsets(&proxy.bootstrap, "free", "read_committed"),
+        (0, 6)
+    );
+    assert_eq!(
+        payloads(&read_committed(&proxy.bootstrap, "free")),
+        [values("before", 2), values("after", 2)].concat()
+    );
+    assert_eq!(
+        end_offsets(&proxy.bootstrap, "held", "read_committed"),
+        (0, 0)
+    );
+    assert!(read_committed(&proxy.bootstrap, "held").is_empty());
+
+    open.commit_transaction(TIMEOUT).expect("commit");
+    assert_eq!(
+        payloads(&read_committed(&proxy.bootstrap, "held")),
+        ["open"]
     );
     assert_clean(&proxy);
 }
@@ -562,6 +607,7 @@ fn data(base: i64, last: i64, producer_id: i64) -> Batch {
         producer_id,
         transactional: true,
         abort_marker: None,
+        size: 0,
     }
 }
 
@@ -572,6 +618,7 @@ fn marker(at: i64, producer_id: i64, abort: bool) -> Batch {
         producer_id,
         transactional: true,
         abort_marker: Some(abort),
+        size: 0,
     }
 }
 
@@ -596,7 +643,7 @@ fn index_lists_aborted_transactions_overlapping_the_fetched_range_only() {
     ] {
         log.ingest(&b);
     }
-    assert!(log.resolved(10));
+    assert_eq!(log.stable(10), 10, "every transaction has its marker");
     assert_eq!(pairs(log.aborted_overlapping(0, 10)), [(1, 0), (2, 8)]);
     // The first abort's marker (4) is behind a fetch from 5: listing it
     // would hide pid 1's committed record at 6.
@@ -608,18 +655,24 @@ fn index_lists_aborted_transactions_overlapping_the_fetched_range_only() {
 }
 
 #[test]
-fn index_waits_for_markers_of_transactions_below_the_range() {
+fn stable_offset_is_where_the_oldest_open_transaction_begins() {
     let mut log = PartitionLog::default();
     log.ingest(&data(0, 0, 1));
     log.ingest(&data(1, 1, 2));
     log.ingest(&marker(2, 2, false));
-    assert!(
-        !log.resolved(1),
+    assert_eq!(
+        log.stable(3),
+        0,
         "pid 1's transaction at 0 has no marker yet"
     );
     log.ingest(&marker(3, 1, true));
-    assert!(log.resolved(3));
-    assert!(!log.resolved(5), "offsets 4.. not read yet");
+    assert_eq!(log.stable(4), 4);
+    assert_eq!(log.stable(9), 4, "offsets 4.. not read yet");
+    log.ingest(&data(4, 5, 2));
+    log.ingest(&data(6, 6, 1));
+    assert_eq!(log.stable(7), 4, "pid 2 opened another at 4");
+    log.ingest(&marker(7, 2, false));
+    assert_eq!(log.stable(8), 6, "pid 1's at 6 is still open");
 }
 
 #[test]

@@ -19,13 +19,20 @@
 //! - Metadata, FindCoordinator and DescribeCluster responses: the broker's
 //!   address is replaced by the proxy's (one broker advertised), so clients
 //!   never bypass the proxy;
-//! - Fetch responses to READ_COMMITTED requests: `aborted_transactions` is
-//!   filled in from a per-partition transaction index (below);
+//! - READ_COMMITTED Fetch requests: sent to the broker as READ_UNCOMMITTED;
+//!   in the response the proxy sets each partition's last stable offset to
+//!   the one a correct broker computes from the log — where the oldest
+//!   transaction without a marker begins, else the high watermark — drops
+//!   the batches from there on, and fills in `aborted_transactions` from a
+//!   per-partition transaction index (below). tansu's own stable offset is
+//!   not used: it also waits for transactions that began before the open
+//!   one, and in one long fault run it stayed at 0 in every partition for
+//!   good although every transaction in the log had its marker;
 //! - ListOffsets responses for the latest offset: tansu answers 0 to
 //!   read_committed requests while any transaction is open in the partition
 //!   (a reader would take the partition for empty) and the last batch's
-//!   base offset + 1 to read_uncommitted ones; the proxy answers the last
-//!   stable offset and the high watermark that tansu's own Fetch reports;
+//!   base offset + 1 to read_uncommitted ones; the proxy answers its own
+//!   last stable offset and the high watermark that tansu's Fetch reports;
 //! - the transaction index: per partition, the log read in offset order from
 //!   its start (from forwarded Fetch responses when they continue where the
 //!   index stopped, otherwise with the proxy's own READ_UNCOMMITTED Fetch
@@ -38,13 +45,15 @@
 //!   abort) and acts on it, the client never hears the answer.
 //!
 //! Invariants:
-//! - a Fetch response for a read_committed request whose records end at
-//!   `upper` is forwarded only after every transaction with data below
-//!   `upper` has its marker in the index (read ahead up to the high
-//!   watermark if needed); it then lists exactly the aborted transactions
-//!   with `first_offset < upper` whose ABORT marker is at or after the fetch
-//!   offset. Listing one whose marker lies before the fetch offset would make
-//!   the client drop that producer's later, committed batches.
+//! - a Fetch response for a read_committed request is forwarded only after
+//!   the index has read the partition up to the response's high watermark
+//!   (reading ahead if needed); its records then end at `upper`, at or
+//!   below the last stable offset, so every transaction with data below
+//!   `upper` has its marker in the index, and it lists exactly the aborted
+//!   transactions with `first_offset < upper` whose ABORT marker is at or
+//!   after the fetch offset. Listing one whose marker lies before the fetch
+//!   offset would make the client drop that producer's later, committed
+//!   batches.
 //! - responses reach the client in the order the broker sent them.
 //! - anything the proxy cannot decode is forwarded unchanged and recorded in
 //!   [`KafkaProxy::errors`], which tests assert empty: the proxy never hides
@@ -55,10 +64,9 @@
 //!   closing.
 //!
 //! It does not touch Produce requests, SASL or TLS, and advertises one
-//! broker: tansu runs one. It keeps tansu's last stable offset, which is
-//! more conservative than Apache Kafka's (it also waits for transactions that
-//! began before the oldest open one, even when they have ended): consumers
-//! may be held back longer while transactions are open, never shown more.
+//! broker: tansu runs one. A transaction tansu never ends (no marker, not
+//! aborted at its timeout) holds its partition back for good, as it would
+//! on a broker that never aborts.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::TcpListener as StdListener;
@@ -156,6 +164,7 @@ impl KafkaProxy {
             committed_fetches: AtomicU64::new(0),
             aborted_listed: AtomicU64::new(0),
             read_aheads: AtomicU64::new(0),
+            gaps: AtomicU64::new(0),
             cut_end_txn: AtomicU64::new(0),
             end_txn_cuts: AtomicU64::new(0),
         });
@@ -280,6 +289,9 @@ struct Shared {
     committed_fetches: AtomicU64,
     aborted_listed: AtomicU64,
     read_aheads: AtomicU64,
+    /// Responses where the broker's stable offset passed a transaction
+    /// without a marker.
+    gaps: AtomicU64,
     /// EndTxn responses still to be swallowed (each followed by a cut).
     cut_end_txn: AtomicU64,
     /// EndTxn responses swallowed so far.
@@ -385,7 +397,7 @@ impl Drop for OpenGuard<'_> {
 }
 
 /// Client → broker: note what each request needs for its response, then
-/// forward it unchanged.
+/// forward it (a read_committed Fetch as read_uncommitted, see [`plan`]).
 async fn requests(
     shared: &Shared,
     mut from: impl AsyncRead + Unpin,
@@ -393,17 +405,20 @@ async fn requests(
     pending: &PendingMap,
 ) {
     let mut faults = shared.faults.subscribe();
-    while let Ok(Some(frame)) = read_frame(&mut from).await {
+    while let Ok(Some(mut frame)) = read_frame(&mut from).await {
         if frame.len() >= 8 {
             let api_key = i16::from_be_bytes([frame[0], frame[1]]);
             let version = i16::from_be_bytes([frame[2], frame[3]]);
             let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-            let plan = plan(&frame, api_key, version).unwrap_or_else(|e| {
+            let (plan, rewritten) = plan(&frame, api_key, version).unwrap_or_else(|e| {
                 shared.error(format!(
                     "cannot decode request to api {api_key} v{version}: {e}"
                 ));
-                Plan::None
+                (Plan::None, None)
             });
+            if let Some(rewritten) = rewritten {
+                frame = rewritten;
+            }
             pending.lock().expect("pending lock").insert(
                 correlation,
                 Pending {
@@ -518,16 +533,21 @@ fn topic_key(version: i16, name: &StrBytes, id: &[u8; 16]) -> TopicKey {
     }
 }
 
-/// What the proxy must remember of a request to rewrite its response.
-fn plan(frame: &Bytes, api_key: i16, version: i16) -> anyhow::Result<Plan> {
+/// What the proxy must remember of a request to rewrite its response, and
+/// the request to send instead when it is not forwarded as it is: a
+/// read_committed Fetch goes to the broker as READ_UNCOMMITTED, because the
+/// proxy, not tansu, decides where the stable part of each partition ends
+/// (module docs).
+fn plan(frame: &Bytes, api_key: i16, version: i16) -> anyhow::Result<(Plan, Option<Bytes>)> {
     let api = match ApiKey::try_from(api_key) {
         Ok(api @ (ApiKey::Fetch | ApiKey::ListOffsets)) => api,
-        _ => return Ok(Plan::None),
+        _ => return Ok((Plan::None, None)),
     };
     let mut buf = frame.clone();
-    RequestHeader::decode(&mut buf, api.request_header_version(version))?;
+    let header_version = api.request_header_version(version);
+    let header = RequestHeader::decode(&mut buf, header_version)?;
     if api == ApiKey::Fetch {
-        let request = FetchRequest::decode(&mut buf, version)?;
+        let mut request = FetchRequest::decode(&mut buf, version)?;
         let mut offsets = HashMap::new();
         for t in &request.topics {
             let topic = topic_key(version, &t.topic.0, t.topic_id.as_bytes());
@@ -535,10 +555,23 @@ fn plan(frame: &Bytes, api_key: i16, version: i16) -> anyhow::Result<Plan> {
                 offsets.insert((topic.clone(), p.partition), p.fetch_offset);
             }
         }
-        return Ok(Plan::Fetch {
-            isolation_level: request.isolation_level,
-            offsets,
-        });
+        let isolation_level = request.isolation_level;
+        let rewritten = if isolation_level == READ_COMMITTED {
+            request.isolation_level = 0;
+            let mut out = BytesMut::new();
+            header.encode(&mut out, header_version)?;
+            request.encode(&mut out, version)?;
+            Some(out.freeze())
+        } else {
+            None
+        };
+        return Ok((
+            Plan::Fetch {
+                isolation_level,
+                offsets,
+            },
+            rewritten,
+        ));
     }
     let request = ListOffsetsRequest::decode(&mut buf, version)?;
     let latest = request
@@ -551,10 +584,13 @@ fn plan(frame: &Bytes, api_key: i16, version: i16) -> anyhow::Result<Plan> {
                 .map(|p| (t.name.0.as_str().to_owned(), p.partition_index))
         })
         .collect();
-    Ok(Plan::ListOffsets {
-        isolation_level: request.isolation_level,
-        latest,
-    })
+    Ok((
+        Plan::ListOffsets {
+            isolation_level: request.isolation_level,
+            latest,
+        },
+        None,
+    ))
 }
 
 /// The rewritten response frame, or `None` to forward it unchanged.
@@ -661,10 +697,24 @@ async fn rewrite(
                     let end = end_offsets(shared, &t.name, p.partition_index)
                         .await
                         .map_err(|e| anyhow::anyhow!("{name}/{}: {e}", p.partition_index))?;
+                    let high_watermark = end.high_watermark;
                     p.offset = if *isolation_level == READ_COMMITTED {
-                        end.last_stable
+                        let key = (TopicKey::Name(name.clone()), p.partition_index);
+                        let template = FetchTopic::default().with_topic(t.name.clone());
+                        let log = shared.log(&key);
+                        let mut log = log.lock().await;
+                        log.read_to(
+                            shared,
+                            FETCH_BY_NAME_VERSION,
+                            &template,
+                            p.partition_index,
+                            high_watermark,
+                        )
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{name}/{}: {e}", p.partition_index))?;
+                        log.stable_with(high_watermark, end.last_stable, shared, &key)
                     } else {
-                        end.high_watermark
+                        high_watermark
                     };
                 }
             }
@@ -714,10 +764,36 @@ async fn fill_aborted(
             let log = shared.log(&pkey);
             let mut log = log.lock().await;
             log.ingest_forwarded(&batches);
-            if !read_committed || batches.is_empty() {
+            if !read_committed {
                 continue;
             }
-            let (Some(first), Some(last)) = (batches.first(), batches.last()) else {
+            // The broker was asked READ_UNCOMMITTED: show only what lies
+            // below the stable offset, computed from the log's markers.
+            let high_watermark = data.high_watermark;
+            if let Err(e) = log
+                .read_to(
+                    shared,
+                    version,
+                    &template,
+                    data.partition_index,
+                    high_watermark,
+                )
+                .await
+            {
+                shared.error(format!("{pkey:?}: {e}"));
+            }
+            let stable = log.stable_with(high_watermark, data.last_stable_offset, shared, &pkey);
+            data.last_stable_offset = stable;
+            changed = true;
+            let kept: Vec<&Batch> = batches.iter().filter(|b| b.base < stable).collect();
+            if kept.len() < batches.len()
+                && let Some(records) = &data.records
+            {
+                let bytes: usize = kept.iter().map(|b| b.size).sum();
+                data.records = Some(records.slice(..bytes));
+            }
+            let (Some(first), Some(last)) = (kept.first(), kept.last()) else {
+                data.aborted_transactions = Some(Vec::new());
                 continue;
             };
             // The first batch returned holds the fetch offset, so without a
@@ -726,14 +802,7 @@ async fn fill_aborted(
             let fetch_offset = offsets
                 .and_then(|o| o.get(&pkey).copied())
                 .unwrap_or(first.base);
-            let upper = last.next();
-            if let Err(e) = log
-                .resolve(shared, version, &template, data.partition_index, upper)
-                .await
-            {
-                shared.error(format!("{pkey:?}: {e}"));
-            }
-            let aborted = log.aborted_overlapping(fetch_offset, upper);
+            let aborted = log.aborted_overlapping(fetch_offset, last.next());
             shared.committed_fetches.fetch_add(1, Ordering::Relaxed);
             shared
                 .aborted_listed
@@ -748,7 +817,6 @@ async fn fill_aborted(
                     })
                     .collect(),
             );
-            changed = true;
         }
     }
     changed
@@ -766,6 +834,8 @@ pub struct Batch {
     pub transactional: bool,
     /// For control batches: whether the marker is an ABORT.
     pub abort_marker: Option<bool>,
+    /// Its length in the records bytes (header included).
+    pub size: usize,
 }
 
 impl Batch {
@@ -825,6 +895,7 @@ pub fn split_batches(records: &Bytes) -> anyhow::Result<Vec<Batch>> {
             producer_id: info.producer_id,
             transactional: info.transactional,
             abort_marker,
+            size: 12 + len,
         });
     }
     Ok(out)
@@ -888,25 +959,56 @@ impl PartitionLog {
         self.next = b.next();
     }
 
-    /// Whether every transaction with data below `upper` has its marker.
-    pub fn resolved(&self, upper: i64) -> bool {
-        self.next >= upper && self.open.values().all(|&first| first >= upper)
+    /// The last stable offset as a correct broker computes it: the first
+    /// offset of the oldest transaction without a marker, or the end of
+    /// what the index has read (at most `high_watermark`) when none is open.
+    pub fn stable(&self, high_watermark: i64) -> i64 {
+        self.open
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(self.next)
+            .min(self.next)
+            .min(high_watermark)
+    }
+
+    /// The stable offset to report, given the broker's own
+    /// (`broker_stable`): the index's, except past a transaction the broker
+    /// considers ended but left without a marker (tansu sometimes loses
+    /// one; its records are then shown, as tansu shows them). Says so when
+    /// that happens.
+    fn stable_with(
+        &self,
+        high_watermark: i64,
+        broker_stable: i64,
+        shared: &Shared,
+        key: &PartitionKey,
+    ) -> i64 {
+        let own = self.stable(high_watermark);
+        if broker_stable > own {
+            shared.gaps.fetch_add(1, Ordering::Relaxed);
+            eprintln!(
+                "kafka proxy {}: {key:?}: the broker's stable offset {broker_stable} is past \
+                 transactions without a marker {:?} (producer id → first offset)",
+                shared.port, self.open
+            );
+            return broker_stable.min(high_watermark);
+        }
+        own
     }
 
     /// Reads ahead with the proxy's own READ_UNCOMMITTED Fetch requests
-    /// until every transaction with data below `upper` has its marker. Such
-    /// a transaction lies below the last stable offset, so it has ended and
-    /// its marker lies below the high watermark.
-    async fn resolve(
+    /// until the index has seen the log up to `high_watermark`.
+    async fn read_to(
         &mut self,
         shared: &Shared,
         version: i16,
         topic: &FetchTopic,
         partition: i32,
-        upper: i64,
+        high_watermark: i64,
     ) -> Result<(), String> {
         for _ in 0..MAX_READ_AHEADS {
-            if self.resolved(upper) {
+            if self.next >= high_watermark {
                 return Ok(());
             }
             shared.read_aheads.fetch_add(1, Ordering::Relaxed);
@@ -927,9 +1029,8 @@ impl PartitionLog {
             };
             if batches.is_empty() {
                 return Err(format!(
-                    "transactions {:?} (producer id → first offset) have data below {upper} \
-                     but no marker up to the high watermark {}",
-                    self.open, data.high_watermark
+                    "read-ahead at {} found no records below the high watermark {}",
+                    self.next, data.high_watermark
                 ));
             }
             for b in &batches {
@@ -938,7 +1039,9 @@ impl PartitionLog {
                 }
             }
         }
-        Err(format!("no markers after {MAX_READ_AHEADS} read-aheads"))
+        Err(format!(
+            "log not read to {high_watermark} after {MAX_READ_AHEADS} read-aheads"
+        ))
     }
 
     /// Aborted transactions a fetch from `fetch_offset` whose records end
