@@ -285,9 +285,11 @@ request_timeout_ms = 3000
         .await;
         let state = truth::table_state(&self.bed.pg, DB, &self.tables).await;
         let verdict = truth::compare(&truth, &kafka, records, &state);
+        let proxy = self.kafka.stats();
         println!(
-            "FAULTS {}: {:?}; workload {stats:?}; peak siphon RSS {} kB; {verdict}",
-            self.name, self.faults, self.peak_rss_kb
+            "FAULTS {}: {:?}; workload {stats:?}; peak siphon RSS {} kB; {verdict}; proxy: \
+             {} fenced batches hidden, {} responses past a lost marker",
+            self.name, self.faults, self.peak_rss_kb, proxy.fenced_dropped, proxy.marker_gaps
         );
         if !verdict.clean() {
             let kept = std::env::temp_dir().join(format!("faults-{}-siphon.log", self.name));

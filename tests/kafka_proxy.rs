@@ -608,6 +608,7 @@ fn data(base: i64, last: i64, producer_id: i64) -> Batch {
         transactional: true,
         abort_marker: None,
         size: 0,
+        producer_epoch: 0,
     }
 }
 
@@ -619,6 +620,7 @@ fn marker(at: i64, producer_id: i64, abort: bool) -> Batch {
         transactional: true,
         abort_marker: Some(abort),
         size: 0,
+        producer_epoch: 0,
     }
 }
 
@@ -673,6 +675,29 @@ fn stable_offset_is_where_the_oldest_open_transaction_begins() {
     assert_eq!(log.stable(7), 4, "pid 2 opened another at 4");
     log.ingest(&marker(7, 2, false));
     assert_eq!(log.stable(8), 6, "pid 1's at 6 is still open");
+}
+
+#[test]
+fn a_newer_epoch_ends_the_older_ones_open_transaction_and_its_late_writes() {
+    let with_epoch = |b: Batch, e: i16| Batch {
+        producer_epoch: e,
+        ..b
+    };
+    let mut log = PartitionLog::default();
+    // Epoch 0 of pid 1 writes at 0..=1 and is killed; epoch 1 (its
+    // successor) writes at 2 and commits at 4; a late write of epoch 0
+    // lands at 3, after epoch 1 began.
+    log.ingest(&with_epoch(data(0, 1, 1), 0));
+    assert_eq!(log.stable(2), 0);
+    log.ingest(&with_epoch(data(2, 2, 1), 1));
+    log.ingest(&with_epoch(data(3, 3, 1), 0));
+    assert_eq!(log.stable(4), 2, "epoch 1's transaction is open");
+    log.ingest(&with_epoch(marker(4, 1, false), 1));
+    assert_eq!(log.stable(5), 5);
+    let mut fenced: Vec<i64> = log.fenced.iter().copied().collect();
+    fenced.sort();
+    assert_eq!(fenced, [0, 3], "what a correct broker would not show");
+    assert_eq!(pairs(log.aborted_overlapping(0, 5)), []);
 }
 
 #[test]

@@ -137,6 +137,12 @@ pub struct ProxyStats {
     pub aborted_listed: u64,
     /// Fetch requests the proxy sent itself to find markers.
     pub read_aheads: u64,
+    /// Batches of fenced epochs left out of read_committed responses
+    /// (a correct broker would not have kept them).
+    pub fenced_dropped: u64,
+    /// Responses where tansu's stable offset passed a transaction without a
+    /// marker (its records shown, as tansu shows them).
+    pub marker_gaps: u64,
 }
 
 impl KafkaProxy {
@@ -165,6 +171,7 @@ impl KafkaProxy {
             aborted_listed: AtomicU64::new(0),
             read_aheads: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
+            fenced_dropped: AtomicU64::new(0),
             cut_end_txn: AtomicU64::new(0),
             end_txn_cuts: AtomicU64::new(0),
         });
@@ -239,6 +246,8 @@ impl KafkaProxy {
             committed_fetches: s.committed_fetches.load(Ordering::Relaxed),
             aborted_listed: s.aborted_listed.load(Ordering::Relaxed),
             read_aheads: s.read_aheads.load(Ordering::Relaxed),
+            fenced_dropped: s.fenced_dropped.load(Ordering::Relaxed),
+            marker_gaps: s.gaps.load(Ordering::Relaxed),
         }
     }
 
@@ -292,6 +301,8 @@ struct Shared {
     /// Responses where the broker's stable offset passed a transaction
     /// without a marker.
     gaps: AtomicU64,
+    /// Fenced batches left out of read_committed responses.
+    fenced_dropped: AtomicU64,
     /// EndTxn responses still to be swallowed (each followed by a cut).
     cut_end_txn: AtomicU64,
     /// EndTxn responses swallowed so far.
@@ -785,12 +796,26 @@ async fn fill_aborted(
             let stable = log.stable_with(high_watermark, data.last_stable_offset, shared, &pkey);
             data.last_stable_offset = stable;
             changed = true;
-            let kept: Vec<&Batch> = batches.iter().filter(|b| b.base < stable).collect();
-            if kept.len() < batches.len()
-                && let Some(records) = &data.records
-            {
-                let bytes: usize = kept.iter().map(|b| b.size).sum();
-                data.records = Some(records.slice(..bytes));
+            // Below the stable offset, without the batches a correct broker
+            // would not have kept.
+            let mut kept: Vec<&Batch> = Vec::new();
+            if let Some(records) = &data.records {
+                let mut out = BytesMut::new();
+                let mut at = 0;
+                for b in &batches {
+                    if b.base < stable {
+                        if log.fenced.contains(&b.base) {
+                            shared.fenced_dropped.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            out.extend_from_slice(&records[at..at + b.size]);
+                            kept.push(b);
+                        }
+                    }
+                    at += b.size;
+                }
+                if kept.len() < batches.len() {
+                    data.records = Some(out.freeze());
+                }
             }
             let (Some(first), Some(last)) = (kept.first(), kept.last()) else {
                 data.aborted_transactions = Some(Vec::new());
@@ -836,6 +861,7 @@ pub struct Batch {
     pub abort_marker: Option<bool>,
     /// Its length in the records bytes (header included).
     pub size: usize,
+    pub producer_epoch: i16,
 }
 
 impl Batch {
@@ -896,6 +922,7 @@ pub fn split_batches(records: &Bytes) -> anyhow::Result<Vec<Batch>> {
             transactional: info.transactional,
             abort_marker,
             size: 12 + len,
+            producer_epoch: info.producer_epoch,
         });
     }
     Ok(out)
@@ -918,6 +945,15 @@ pub struct PartitionLog {
     pub next: i64,
     /// Transactions without a marker yet: producer id → first data offset.
     open: HashMap<i64, i64>,
+    /// Per producer id: the newest epoch seen, and the epoch and data
+    /// batches (base offsets) of its open transaction.
+    epochs: HashMap<i64, i16>,
+    open_batches: HashMap<i64, (i16, Vec<i64>)>,
+    /// Base offsets of data batches a correct broker would not have kept:
+    /// written with an epoch older than one the producer id already used,
+    /// or left open by an epoch that a newer one replaced (the broker
+    /// aborts that transaction when the new epoch begins).
+    pub fenced: HashSet<i64>,
     /// Aborted transactions in marker order (so by `marker_offset`).
     aborted: VecDeque<Aborted>,
 }
@@ -939,8 +975,31 @@ impl PartitionLog {
     }
 
     pub fn ingest(&mut self, b: &Batch) {
+        self.next = self.next.max(b.next());
+        if b.transactional {
+            let newest = self.epochs.entry(b.producer_id).or_insert(b.producer_epoch);
+            if b.producer_epoch < *newest {
+                // A zombie's write that arrived after its successor began.
+                if b.abort_marker.is_none() {
+                    self.fenced.insert(b.base);
+                }
+                return;
+            }
+            if b.producer_epoch > *newest {
+                *newest = b.producer_epoch;
+                // The successor began: the old epoch's open transaction is
+                // over, as if aborted.
+                if let Some((epoch, batches)) = self.open_batches.remove(&b.producer_id)
+                    && epoch < b.producer_epoch
+                {
+                    self.fenced.extend(batches);
+                    self.open.remove(&b.producer_id);
+                }
+            }
+        }
         match b.abort_marker {
             Some(abort) => {
+                self.open_batches.remove(&b.producer_id);
                 if let Some(first_offset) = self.open.remove(&b.producer_id)
                     && abort
                 {
@@ -953,10 +1012,14 @@ impl PartitionLog {
             }
             None if b.transactional => {
                 self.open.entry(b.producer_id).or_insert(b.base);
+                self.open_batches
+                    .entry(b.producer_id)
+                    .or_insert_with(|| (b.producer_epoch, Vec::new()))
+                    .1
+                    .push(b.base);
             }
             None => {}
         }
-        self.next = b.next();
     }
 
     /// The last stable offset as a correct broker computes it: the first
