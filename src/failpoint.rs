@@ -31,6 +31,10 @@ pub const AFTER_ACK: &str = "after_ack";
 /// (the transaction stays open), with `return(after)` after committing
 /// (the worst case of an unknown outcome: committed, reported failed).
 pub const COMMIT_FAILS: &str = "commit_fails";
+/// The check that the replication slot is not in use by another instance
+/// finds it free although it is not: a second instance that starts in the
+/// very moment the first lets go of the slot, then fences it.
+pub const SLOT_LOOKS_FREE: &str = "slot_looks_free";
 
 /// Holds the configuration read from `FAILPOINTS` for the process's life.
 pub struct Scenario {

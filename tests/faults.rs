@@ -389,8 +389,12 @@ enum Fault {
     Registry503,
     /// `pg_ctl stop -m <mode>`, then start.
     PostgresRestart(&'static str),
-    /// A second instance of the connector: one is fenced.
+    /// A second instance of the connector while the first streams: it
+    /// waits for the slot, and takes over when the first dies.
     SecondInstance,
+    /// A second instance that gets past the slot check (fail point): one
+    /// of the two is fenced.
+    ForcedSecondInstance,
     /// The broker killed and started again (needs a persistent broker).
     BrokerRestart,
     /// The same, once the workload is paused and siphon caught up
@@ -415,7 +419,8 @@ impl Fault {
             Fault::Registry503 => "registry_503",
             Fault::PostgresRestart("fast") => "postgres_restart_fast",
             Fault::PostgresRestart(_) => "postgres_restart_immediate",
-            Fault::SecondInstance => "fenced",
+            Fault::SecondInstance => "second_instance_waits",
+            Fault::ForcedSecondInstance => "fenced",
             Fault::BrokerRestart => "broker_restart",
             Fault::QuietBrokerRestart => "broker_restart_quiet",
         }
@@ -535,8 +540,47 @@ impl Run {
                 self.bed.pg.start_again();
             }
             Fault::SecondInstance => {
-                let mut second = self.siphon(&[]);
+                // A second instance while the first streams: it must not
+                // fence the first; it waits for the slot.
+                let second = self.siphon(&[]);
+                poll_until(
+                    WAIT,
+                    "the second instance to wait for the slot",
+                    async || {
+                        second
+                            .log()
+                            .contains("is in use by another connection")
+                            .then_some(())
+                    },
+                )
+                .await;
+                self.sleep_random(300, 1500).await;
+                assert!(
+                    s.wait(Duration::ZERO).is_none() && !s.log().contains("was fenced"),
+                    "the waiting instance disturbed the streaming one:\n{}",
+                    warnings(&s.log())
+                );
+                // The first dies: the waiting one takes over, and its
+                // producer fences what the first left open.
+                self.note_rss(s);
+                s.kill();
+                *s = second;
+                self.bed.wait_ready_status(s, 200).await;
+                eprintln!("{}: the second instance waited, then took over", self.name);
+            }
+            Fault::ForcedSecondInstance => {
+                // The second instance finds the slot free at the very moment
+                // the first lets go of it (a fail point makes that moment
+                // now): it starts and fences the first, which stops with a
+                // fencing error or, restarting, waits for the slot.
+                let mark = s.log().len();
+                let mut second = self.siphon(&[("FAILPOINTS", "slot_looks_free=1*return")]);
                 let deadline = std::time::Instant::now() + WAIT * 2;
+                let waits = |x: &Siphon, from: usize| {
+                    x.log()
+                        .get(from..)
+                        .is_some_and(|l| l.contains("is in use by another connection"))
+                };
                 let first_lost = loop {
                     if s.wait(Duration::ZERO).is_some() {
                         break true;
@@ -544,9 +588,26 @@ impl Run {
                     if second.wait(Duration::ZERO).is_some() {
                         break false;
                     }
+                    let ready = |x: &Siphon| {
+                        let x = x.http_port;
+                        async move {
+                            reqwest::Client::new()
+                                .get(format!("http://127.0.0.1:{x}/health/ready"))
+                                .timeout(Duration::from_secs(5))
+                                .send()
+                                .await
+                                .is_ok_and(|r| r.status().as_u16() == 200)
+                        }
+                    };
+                    if waits(s, mark) && ready(&second).await {
+                        break true;
+                    }
+                    if waits(&second, 0) && ready(s).await {
+                        break false;
+                    }
                     assert!(
                         std::time::Instant::now() < deadline,
-                        "neither instance was fenced\n--- first ---\n{}\n--- second ---\n{}",
+                        "no instance won\n--- first ---\n{}\n--- second ---\n{}",
                         warnings(&s.log()),
                         warnings(&second.log())
                     );
@@ -555,23 +616,21 @@ impl Run {
                 if first_lost {
                     std::mem::swap(s, &mut second);
                 }
-                let log = second.log();
+                // `second` is the loser now: fenced and stopped, or waiting.
+                if second.wait(Duration::ZERO).is_some() {
+                    assert!(
+                        second.log().contains("was fenced"),
+                        "stopped without a fencing error:\n{}",
+                        warnings(&second.log())
+                    );
+                } else {
+                    assert!(second.stop().success(), "{}", warnings(&second.log()));
+                }
+                // The survivor was never fenced: a fenced instance does not
+                // come back and fence it in turn.
                 assert!(
-                    log.contains("was fenced"),
-                    "stopped without a fencing error:\n{}",
-                    warnings(&log)
-                );
-                assert!(
-                    s.wait(Duration::ZERO).is_none(),
-                    "the other instance stopped too:\n{}",
-                    warnings(&s.log())
-                );
-                // The survivor was never fenced: a fenced instance stops at
-                // once instead of restarting and fencing the other back
-                // (they used to take turns for minutes).
-                assert!(
-                    !s.log().to_lowercase().contains("fenced"),
-                    "the surviving instance was fenced and came back:\n{}",
+                    s.wait(Duration::ZERO).is_none() && !s.log().contains("was fenced"),
+                    "the surviving instance was fenced or stopped:\n{}",
                     warnings(&s.log())
                 );
                 eprintln!(
@@ -716,6 +775,8 @@ async fn second_instance_is_fenced_and_exactly_one_writes() {
     let (mut run, mut s) = Run::start("fence", 2, "").await;
     run.progress(20).await;
     run.inject(Fault::SecondInstance, &mut s).await;
+    run.progress(20).await;
+    run.inject(Fault::ForcedSecondInstance, &mut s).await;
     // The survivor keeps streaming and writing.
     run.progress(30).await;
     run.finish(s).await;
@@ -767,6 +828,7 @@ async fn long_run() {
         Fault::PostgresRestart("immediate"),
         Fault::PostgresRestart("fast"),
         Fault::SecondInstance,
+        Fault::ForcedSecondInstance,
         Fault::BrokerRestart,
         Fault::QuietBrokerRestart,
     ];

@@ -32,6 +32,7 @@ use crate::avro::{encode::EncodeError, schema::SchemaError};
 use crate::config::{ConnectorConfig, SnapshotMode};
 use crate::error::ErrorClass;
 use crate::event::{ChangeEvent, Lsn};
+use crate::failpoint;
 use crate::kafka::KafkaError;
 use crate::kafka::offsets::{self, OffsetRecord};
 use crate::kafka::producer::TxProducer;
@@ -245,6 +246,20 @@ async fn run_once(
     let startup = async {
         let catalog = Catalog::connect(pg).await?;
         catalog.preflight(cfg).await?;
+        // Another instance streaming from the slot is not fenced: this one
+        // waits (as a transient error) until the slot is free. Fencing a
+        // live instance lets it restart and fence this one back.
+        let in_use = catalog
+            .slot_state(&pg.slot)
+            .await?
+            .is_some_and(|s| s.active);
+        if in_use && failpoint::fires(failpoint::SLOT_LOOKS_FREE).is_none() {
+            return Err(PgError::SlotInUse {
+                connector: name.to_string(),
+                slot: pg.slot.clone(),
+            }
+            .into());
+        }
         // Fence any previous instance before trusting what the offsets topic says.
         let producer = TxProducer::start(cfg).await?;
         producer

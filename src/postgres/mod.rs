@@ -86,6 +86,10 @@ pub enum PgError {
         stored: Lsn,
     },
     #[error(
+        "replication slot {slot} is in use by another connection: another instance of connector {connector} is streaming (this one waits and starts when the slot is free), or a stopped instance's connection is still closing"
+    )]
+    SlotInUse { connector: String, slot: String },
+    #[error(
         "replication slot {slot} is not a pgoutput logical slot of database {database} (plugin {plugin:?}, database {found_db:?}): choose another postgres.slot"
     )]
     SlotMismatch {
@@ -166,6 +170,9 @@ impl PgError {
                     ErrorClass::Fatal
                 }
             }
+            // Waiting is the point: the instance that streams goes on, this
+            // one starts when it stops.
+            PgError::SlotInUse { .. } => ErrorClass::Transient,
             _ => ErrorClass::Fatal,
         }
     }
