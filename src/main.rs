@@ -75,9 +75,13 @@ fn main() -> ExitCode {
                 http_addr,
                 Duration::from_millis(shutdown_grace_ms),
             ));
-            // A blocking librdkafka call abandoned at shutdown (a fencing
-            // init waiting on the broker) must not hold the exit.
-            runtime.shutdown_timeout(Duration::from_secs(1));
+            // Every connector has stopped; what is left must not hold the
+            // exit: a blocking librdkafka call abandoned at shutdown (a
+            // fencing init waiting on the broker), or a fenced producer
+            // whose destruction waits on its broker connections for up to
+            // a socket timeout. Dropping the runtime would wait for them;
+            // the process ends here instead, and the kernel closes the rest.
+            std::mem::forget(runtime);
             code
         }
     }

@@ -571,16 +571,11 @@ impl Run {
             Fault::ForcedSecondInstance => {
                 // The second instance finds the slot free at the very moment
                 // the first lets go of it (a fail point makes that moment
-                // now): it starts and fences the first, which stops with a
-                // fencing error or, restarting, waits for the slot.
-                let mark = s.log().len();
+                // now): its producer fences the first, which stops with a
+                // fencing error at its next write; the second, waiting for
+                // the slot meanwhile, then takes over.
                 let mut second = self.siphon(&[("FAILPOINTS", "slot_looks_free=1*return")]);
                 let deadline = std::time::Instant::now() + WAIT * 2;
-                let waits = |x: &Siphon, from: usize| {
-                    x.log()
-                        .get(from..)
-                        .is_some_and(|l| l.contains("is in use by another connection"))
-                };
                 let first_lost = loop {
                     if s.wait(Duration::ZERO).is_some() {
                         break true;
@@ -588,26 +583,9 @@ impl Run {
                     if second.wait(Duration::ZERO).is_some() {
                         break false;
                     }
-                    let ready = |x: &Siphon| {
-                        let x = x.http_port;
-                        async move {
-                            reqwest::Client::new()
-                                .get(format!("http://127.0.0.1:{x}/health/ready"))
-                                .timeout(Duration::from_secs(5))
-                                .send()
-                                .await
-                                .is_ok_and(|r| r.status().as_u16() == 200)
-                        }
-                    };
-                    if waits(s, mark) && ready(&second).await {
-                        break true;
-                    }
-                    if waits(&second, 0) && ready(s).await {
-                        break false;
-                    }
                     assert!(
                         std::time::Instant::now() < deadline,
-                        "no instance won\n--- first ---\n{}\n--- second ---\n{}",
+                        "neither instance was fenced\n--- first ---\n{}\n--- second ---\n{}",
                         warnings(&s.log()),
                         warnings(&second.log())
                     );
@@ -616,18 +594,14 @@ impl Run {
                 if first_lost {
                     std::mem::swap(s, &mut second);
                 }
-                // `second` is the loser now: fenced and stopped, or waiting.
-                if second.wait(Duration::ZERO).is_some() {
-                    assert!(
-                        second.log().contains("was fenced"),
-                        "stopped without a fencing error:\n{}",
-                        warnings(&second.log())
-                    );
-                } else {
-                    assert!(second.stop().success(), "{}", warnings(&second.log()));
-                }
-                // The survivor was never fenced: a fenced instance does not
-                // come back and fence it in turn.
+                assert!(
+                    second.log().contains("was fenced"),
+                    "stopped without a fencing error:\n{}",
+                    warnings(&second.log())
+                );
+                // The survivor streams, and was never fenced: a fenced
+                // instance does not come back and fence it in turn.
+                self.bed.wait_ready_status(s, 200).await;
                 assert!(
                     s.wait(Duration::ZERO).is_none() && !s.log().contains("was fenced"),
                     "the surviving instance was fenced or stopped:\n{}",
@@ -828,7 +802,6 @@ async fn long_run() {
         Fault::PostgresRestart("immediate"),
         Fault::PostgresRestart("fast"),
         Fault::SecondInstance,
-        Fault::ForcedSecondInstance,
         Fault::BrokerRestart,
         Fault::QuietBrokerRestart,
     ];
