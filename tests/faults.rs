@@ -541,7 +541,10 @@ impl Run {
             }
             Fault::SecondInstance => {
                 // A second instance while the first streams: it must not
-                // fence the first; it waits for the slot.
+                // fence the first; it waits for the slot. (After an
+                // earlier fault the first may still be restarting, with the
+                // slot free: wait until it streams.)
+                self.bed.wait_ready_status(s, 200).await;
                 let second = self.siphon(&[]);
                 poll_until(
                     WAIT,
