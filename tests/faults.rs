@@ -302,6 +302,7 @@ request_timeout_ms = 3000
             if self.s3.is_some() {
                 self.where_missing_went(&truth, &kafka).await;
             }
+            self.keep_raw_logs();
         }
         assert!(
             verdict.clean(),
@@ -317,6 +318,42 @@ request_timeout_ms = 3000
 }
 
 impl Run {
+    /// After an unclean verdict: writes the broker's raw log (every batch
+    /// and marker, with producer id and epoch, read straight from tansu) of
+    /// the offsets topic and of every table topic's partitions to files, so
+    /// that what the checker and siphon's offset reads were shown can be
+    /// replayed. Diagnostic only.
+    fn keep_raw_logs(&self) {
+        let mut topics = vec!["siphon.offsets".to_owned()];
+        topics.extend(
+            self.tables
+                .iter()
+                .map(|t| format!("{}.public.{t}", self.name)),
+        );
+        for topic in topics {
+            for partition in 0..8 {
+                let Ok(log) =
+                    support::kafka_proxy::raw_log(&self.bed.broker.bootstrap, &topic, partition)
+                else {
+                    break;
+                };
+                if log.is_empty() {
+                    continue;
+                }
+                let path = std::env::temp_dir()
+                    .join(format!("faults-{}-raw-{topic}-{partition}.txt", self.name));
+                let text: String = log.iter().map(|b| format!("{b:?}\n")).collect();
+                let _ = std::fs::write(&path, text);
+                println!(
+                    "FAULTS {}: raw log of {topic}/{partition} ({} batches) kept in {}",
+                    self.name,
+                    log.len(),
+                    path.display()
+                );
+            }
+        }
+    }
+
     /// After a broker-restart run with missing changes: reads the broker's
     /// raw log (read_uncommitted, straight from tansu) and prints, per
     /// missing change, whether the broker kept it at all. tansu 0.6.0 with
