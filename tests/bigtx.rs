@@ -248,7 +248,18 @@ async fn kill_inside_the_big_transaction(point: KillPoint) {
     .await;
     signal(&siphon, "STOP");
     proxy.set_delay(Duration::ZERO);
-    let committed = parts_committed(&proxy, before);
+    // siphon counts a part once its commit is acknowledged; the broker may
+    // write the part's COMMIT marker a moment later, and only then does a
+    // read_committed reader see it. siphon is stopped: the count is final.
+    let mut committed = parts_committed(&proxy, before);
+    let settle = std::time::Instant::now() + Duration::from_secs(10);
+    while point != KillPoint::FirstPart
+        && (committed.len() as i64) < wanted
+        && std::time::Instant::now() < settle
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        committed = parts_committed(&proxy, before);
+    }
     let written = read_committed_with(
         &proxy.bootstrap,
         TOPIC,
