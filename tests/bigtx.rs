@@ -27,6 +27,7 @@ use support::events::{field, unwrap_union, wire};
 use support::kafka::{assign_all, drain_each, read_committed, read_committed_with};
 use support::kafka_proxy::KafkaProxy;
 use support::poll_until;
+use support::postgres::PgOptions;
 use support::siphon::Siphon;
 
 /// Rows in the one source transaction.
@@ -59,7 +60,11 @@ struct Setup {
 /// the broker through the proxy) with `extra_kafka` lines and a batch
 /// linger of `linger_ms`.
 async fn setup(extra_kafka: &str, linger_ms: u64) -> Setup {
-    let bed = Bed::start("big").await;
+    setup_with(PgOptions::default(), extra_kafka, linger_ms).await
+}
+
+async fn setup_with(opts: PgOptions, extra_kafka: &str, linger_ms: u64) -> Setup {
+    let bed = Bed::start_with(opts, "big").await;
     bed.pg.psql(
         "big",
         "CREATE TABLE rows (id bigint PRIMARY KEY, note text NOT NULL)",
@@ -372,6 +377,105 @@ async fn sigkill_in_the_middle_of_a_huge_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_near_the_end_of_a_huge_transaction() {
     kill_inside_the_big_transaction(KillPoint::NearEnd).await;
+}
+
+/// PostgreSQL's crash restart can take a slot back: a slot's
+/// `confirmed_flush_lsn` reaches disk only at a checkpoint that finds the
+/// slot dirty, and only a new restart_lsn or catalog xmin makes it so. The
+/// slot then sends again transactions the stored offset already covers,
+/// while a split transaction after them is partly written. The reader drops
+/// their changes; their ends must not take the stored position back before
+/// the written parts (a restart would then write those parts again).
+///
+/// Deterministic version of what the long fault run found: the slot's
+/// state file is put back as it was before the small transactions while
+/// the server is down after an immediate stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_taken_back_by_a_crash_restart_never_takes_the_offset_back() {
+    const SMALL: i64 = 20;
+    const BIG: i64 = 100_000;
+    let opts = PgOptions {
+        // No checkpoint and no vacuum of the catalog rows the older slot
+        // state still needs while the test runs.
+        extra_conf: vec![
+            "checkpoint_timeout = '1h'".into(),
+            "autovacuum = off".into(),
+        ],
+        ..PgOptions::default()
+    };
+    let extra = format!("batch_max_events = {PART}\nidle_offset_interval_ms = 3600000");
+    let Setup {
+        mut bed,
+        proxy,
+        file,
+    } = setup_with(opts, &extra, 50).await;
+    let mut siphon = bed.siphon(&file);
+    bed.wait_slot_active("big", "siphon_big").await;
+    bed.wait_ready_status(&siphon, 200).await;
+    let state = bed.pg.data_dir().join("pg_replslot/siphon_big/state");
+    let before_small = std::fs::read(&state).expect("the slot's state file");
+
+    for id in 1..=SMALL {
+        bed.pg.psql(
+            "big",
+            &format!("INSERT INTO rows VALUES ({id}, 'small {id}')"),
+        );
+    }
+    let before = lsn(&bed.pg.psql("big", "SELECT pg_current_wal_lsn()"));
+    bed.pg.psql(
+        "big",
+        &format!(
+            "INSERT INTO rows SELECT g, 'row ' || g FROM generate_series({}, {}) g",
+            SMALL + 1,
+            SMALL + BIG
+        ),
+    );
+    let end = lsn(&bed.pg.psql("big", "SELECT pg_current_wal_lsn()"));
+    // Half of the big transaction's parts committed (the first also holds
+    // the small transactions' end if they shared it; either way at least
+    // half of the big one is written).
+    let half = BIG / PART / 2;
+    poll_until(WAIT, "half of the big transaction committed", async || {
+        (parts_committed(&proxy, before).len() as i64 >= half).then_some(())
+    })
+    .await;
+    let written = parts_committed(&proxy, before);
+
+    bed.pg.stop("immediate");
+    std::fs::write(&state, &before_small).expect("put the slot's older state back");
+    bed.pg.start_again();
+    wait_confirmed(&bed, &mut siphon, end, WAIT * 3).await;
+    assert!(siphon.stop().success());
+    let log = siphon.log();
+    assert!(
+        log.contains("dropped re-sent changes already covered by the stored offset"),
+        "PostgreSQL sent nothing again, so the case was not exercised:\n{log}"
+    );
+
+    // Positions only move forward, through the restart.
+    let all = offsets(&proxy);
+    for w in all.windows(2) {
+        assert!(
+            progress(&w[0]) <= progress(&w[1]),
+            "offset went backwards: {:?} then {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    assert!(
+        all.iter()
+            .any(|o| progress(o) > progress(written.last().unwrap())),
+        "nothing was stored after the restart"
+    );
+    // And every row arrived once, in order.
+    let mut decoder = Decoder::default();
+    let records = read_committed(&proxy.bootstrap, TOPIC);
+    let ids: Vec<i64> = records
+        .iter()
+        .map(|r| int(field(&decoder.decode(&bed, r.key.as_ref().expect("key")), "id").unwrap()))
+        .collect();
+    assert_eq!(ids, (1..=SMALL + BIG).collect::<Vec<_>>());
+    assert!(proxy.errors().is_empty(), "{:?}", proxy.errors());
 }
 
 /// The long version's huge transaction (scripts/faults-long.sh, release

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
+use siphon::kafka::offsets::OffsetRecord;
 use support::bed::{Bed, WAIT};
 use support::kafka::Broker;
 use support::kafka_proxy::KafkaProxy;
@@ -276,7 +277,7 @@ request_timeout_ms = 3000
         );
         self.count("graceful_stop");
         let truth = truth::truth_history(&self.bed.pg, DB, &self.tables, true).await;
-        let (kafka, records) = truth::kafka_history(
+        let read = truth::kafka_history(
             &self.kafka.bootstrap,
             &self.bed.client,
             &self.name,
@@ -284,7 +285,7 @@ request_timeout_ms = 3000
         )
         .await;
         let state = truth::table_state(&self.bed.pg, DB, &self.tables).await;
-        let verdict = truth::compare(&truth, &kafka, records, &state);
+        let verdict = truth::compare(&truth, &read.history, read.records, &state);
         let proxy = self.kafka.stats();
         println!(
             "FAULTS {}: {:?}; workload {stats:?}; peak siphon RSS {} kB; {verdict}; proxy: \
@@ -293,16 +294,17 @@ request_timeout_ms = 3000
         );
         if !verdict.clean() {
             let kept = std::env::temp_dir().join(format!("faults-{}-siphon.log", self.name));
-            let _ = std::fs::write(&kept, s.log());
+            let _ = std::fs::write(&kept, self.every_siphon_log());
             println!(
                 "FAULTS {}: siphon log kept in {}",
                 self.name,
                 kept.display()
             );
             if self.s3.is_some() {
-                self.where_missing_went(&truth, &kafka).await;
+                self.where_missing_went(&truth, &read.history).await;
             }
             self.keep_raw_logs();
+            self.explain_duplicates(&truth, &read);
         }
         assert!(
             verdict.clean(),
@@ -323,7 +325,68 @@ impl Run {
     /// the offsets topic and of every table topic's partitions to files, so
     /// that what the checker and siphon's offset reads were shown can be
     /// replayed. Diagnostic only.
+    /// The logs of every siphon process of the run, oldest first, each
+    /// under a header line.
+    fn every_siphon_log(&self) -> String {
+        let mut logs: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(self.bed.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let n = name
+                    .strip_prefix("siphon-")?
+                    .strip_suffix(".log")?
+                    .parse()
+                    .ok()?;
+                Some((n, e.path()))
+            })
+            .collect();
+        logs.sort();
+        logs.iter()
+            .map(|(n, path)| {
+                format!(
+                    "==== siphon process {n} ====\n{}",
+                    std::fs::read_to_string(path).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    /// Every offset record in the offsets topic's raw log (aborted ones
+    /// too), decoded, one line each: what each restart's offset read could
+    /// have found.
+    fn offsets_text(&self) -> String {
+        let records = support::kafka::read_committed_with(
+            &self.bed.broker.bootstrap,
+            "siphon.offsets",
+            &[("isolation.level", "read_uncommitted")],
+        );
+        records
+            .iter()
+            .map(|r| {
+                let value = r.value.as_deref().map(OffsetRecord::from_wire);
+                let what = match value {
+                    None => "tombstone".to_owned(),
+                    Some(Err(e)) => format!("undecodable: {e}"),
+                    Some(Ok(o)) => format!(
+                        "commit_lsn {} index {:?} complete {} flush {}",
+                        o.commit_lsn, o.index, o.txn_complete, o.flush_lsn
+                    ),
+                };
+                format!("{}/{}: {what}\n", r.partition, r.offset)
+            })
+            .collect()
+    }
+
     fn keep_raw_logs(&self) {
+        let path = std::env::temp_dir().join(format!("faults-{}-offsets.txt", self.name));
+        let _ = std::fs::write(&path, self.offsets_text());
+        println!(
+            "FAULTS {}: offset records (read_uncommitted) kept in {}",
+            self.name,
+            path.display()
+        );
         let mut topics = vec!["siphon.offsets".to_owned()];
         topics.extend(
             self.tables
@@ -354,6 +417,38 @@ impl Run {
         }
     }
 
+    /// After an unclean verdict: for the first keys the consumer read more
+    /// changes of than the truth has, prints where each copy sits and what
+    /// the broker's raw log says of the transaction around it (producer id,
+    /// epoch, the marker that ends it), so a duplicate can be told apart as
+    /// re-sent by siphon (two committed copies) or shown by the test bed
+    /// (one copy in an aborted transaction). Diagnostic only.
+    fn explain_duplicates(&self, truth: &truth::History, read: &truth::KafkaRead) {
+        let mut logs: BTreeMap<(String, i32), Vec<support::kafka_proxy::RawBatch>> =
+            BTreeMap::new();
+        let mut shown = 0;
+        for (key, k) in &read.history {
+            let t = truth.get(key).map(Vec::len).unwrap_or(0);
+            if k.len() <= t || shown == 5 {
+                continue;
+            }
+            shown += 1;
+            let topic = format!("{}.public.{}", self.name, key.0);
+            for (i, (partition, offset)) in read.positions[key].iter().enumerate() {
+                let log = logs.entry((topic.clone(), *partition)).or_insert_with(|| {
+                    support::kafka_proxy::raw_log(&self.bed.broker.bootstrap, &topic, *partition)
+                        .unwrap_or_default()
+                });
+                println!(
+                    "FAULTS {}: duplicated {key:?} change {i} {:?} at {partition}/{offset}: {}",
+                    self.name,
+                    read.history[key][i],
+                    support::kafka_proxy::explain_offset(log, *offset)
+                );
+            }
+        }
+    }
+
     /// After a broker-restart run with missing changes: reads the broker's
     /// raw log (read_uncommitted, straight from tansu) and prints, per
     /// missing change, whether the broker kept it at all. tansu 0.6.0 with
@@ -362,7 +457,11 @@ impl Run {
     /// so a change absent from the raw log says nothing against siphon.
     /// Diagnostic only: the verdict still fails the run.
     async fn where_missing_went(&self, truth: &truth::History, kafka: &truth::History) {
-        let (raw, raw_records) = truth::kafka_history_with(
+        let truth::KafkaRead {
+            history: raw,
+            records: raw_records,
+            ..
+        } = truth::kafka_history_with(
             &self.bed.broker.bootstrap,
             &self.bed.client,
             &self.name,
@@ -882,6 +981,7 @@ async fn long_run() {
             run.workload().request_big();
         }
         run.sleep_random(200, 1500).await;
+        eprintln!("long: fault {i} {} at ~{done} changes", fault.name());
         run.inject(fault, &mut s).await;
         if i % 25 == 0 {
             eprintln!(

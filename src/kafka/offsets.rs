@@ -97,6 +97,32 @@ impl OffsetRecord {
         self.txn_complete || self.index.is_some_and(|i| pos.index <= i)
     }
 
+    /// Records that the transaction committing at `commit_lsn` (its commit
+    /// record ending at `end_lsn`) was handled to its end: its changes not
+    /// covered yet were written, or it had none to capture.
+    ///
+    /// A transaction the record already covers leaves the position where
+    /// it is. PostgreSQL sends older transactions again whenever the slot
+    /// is behind the stored offset (siphon stored, then died before its
+    /// ack; or the server's crash restart took the slot back to its last
+    /// checkpoint); the reader drops their changes, but their ends still
+    /// arrive. Moving the position back to one of them would uncover the
+    /// parts of a split transaction written after it, and the next restart
+    /// would write those parts again.
+    pub fn complete_transaction(&mut self, commit_lsn: Lsn, end_lsn: Lsn) {
+        if commit_lsn < self.commit_lsn {
+            return;
+        }
+        if commit_lsn != self.commit_lsn {
+            // None of this transaction was written in this run (nothing
+            // captured in it).
+            self.index = None;
+        }
+        self.commit_lsn = commit_lsn;
+        self.txn_complete = true;
+        self.flush_lsn = self.flush_lsn.max(end_lsn);
+    }
+
     /// Whether both records say the same about progress (ignoring when
     /// they were written).
     pub fn same_position(&self, other: &OffsetRecord) -> bool {
@@ -502,6 +528,36 @@ mod tests {
         let r = record(100, None, false);
         assert!(!r.covers(pos(100, 0)));
         assert!(r.covers(pos(99, 0)));
+    }
+
+    #[test]
+    fn a_transaction_end_moves_the_position_forward_only() {
+        // Parts of the transaction committing at 300 are written; the slot
+        // sent the transaction at 200 again (it is behind the offset).
+        let mut r = record(300, Some(9_999), false);
+        r.flush_lsn = Lsn(250);
+        r.complete_transaction(Lsn(200), Lsn(210));
+        assert_eq!(r.commit_lsn, Lsn(300));
+        assert_eq!((r.index, r.txn_complete), (Some(9_999), false));
+        assert_eq!(r.flush_lsn, Lsn(250));
+        assert!(!r.covers(pos(300, 10_000)));
+
+        // Its own end completes it, keeping the index.
+        r.complete_transaction(Lsn(300), Lsn(320));
+        assert_eq!((r.index, r.txn_complete), (Some(9_999), true));
+        assert_eq!(r.flush_lsn, Lsn(320));
+
+        // A later transaction with nothing captured.
+        r.complete_transaction(Lsn(400), Lsn(410));
+        assert_eq!(r.commit_lsn, Lsn(400));
+        assert_eq!((r.index, r.txn_complete), (None, true));
+        assert_eq!(r.flush_lsn, Lsn(410));
+
+        // After an idle offset (at a keepalive's WAL end), a transaction
+        // committing before it is an old one sent again.
+        let mut idle = record(500, None, false);
+        idle.complete_transaction(Lsn(450), Lsn(460));
+        assert_eq!(idle, record(500, None, false));
     }
 
     #[test]

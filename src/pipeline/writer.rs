@@ -182,14 +182,7 @@ impl Writer {
                 commit_lsn,
                 end_lsn,
             } => {
-                if self.pending.commit_lsn != commit_lsn {
-                    // None of this transaction was written in this run
-                    // (covered by the stored offset, or nothing captured).
-                    self.pending.index = None;
-                }
-                self.pending.commit_lsn = commit_lsn;
-                self.pending.txn_complete = true;
-                self.pending.flush_lsn = self.pending.flush_lsn.max(end_lsn);
+                self.pending.complete_transaction(commit_lsn, end_lsn);
                 // A size-triggered commit may have closed the batch just
                 // before this transaction's end: open one anyway, so the
                 // linger timer stores the completed position (and lets

@@ -1280,6 +1280,58 @@ async fn exchange(
     FetchResponse::decode(&mut response, version)
 }
 
+/// What a raw log says of the transaction holding `offset`: its batch's
+/// producer id and epoch, the same producer's last marker before it, the
+/// marker that ends it and the producer's other data batches in between.
+/// For diagnosing a record read twice.
+#[allow(dead_code)]
+pub fn explain_offset(log: &[RawBatch], offset: i64) -> String {
+    let Some(at) = log
+        .iter()
+        .position(|b| b.batch.base <= offset && offset <= b.batch.last)
+    else {
+        return "not in the raw log".to_owned();
+    };
+    let own = &log[at];
+    let pid = own.batch.producer_id;
+    let describe = |b: &RawBatch| {
+        let kind = match b.batch.abort_marker {
+            None => "data",
+            Some(true) => "ABORT",
+            Some(false) => "COMMIT",
+        };
+        format!(
+            "{kind} {}-{} epoch {}",
+            b.batch.base, b.batch.last, b.producer_epoch
+        )
+    };
+    let same = |b: &&RawBatch| b.batch.producer_id == pid;
+    let before = log[..at]
+        .iter()
+        .rev()
+        .filter(same)
+        .find(|b| b.batch.abort_marker.is_some())
+        .map(describe)
+        .unwrap_or_else(|| "none".to_owned());
+    let mut between = Vec::new();
+    let mut end = "none (open)".to_owned();
+    for b in log[at + 1..].iter().filter(same) {
+        if b.batch.abort_marker.is_some() {
+            end = describe(b);
+            break;
+        }
+        between.push(describe(b));
+    }
+    let shown = between.len().min(4);
+    format!(
+        "batch {} pid {pid}; previous marker {before}; ended by {end}; {} more data batches of \
+         the producer before that (first {:?})",
+        describe(own),
+        between.len(),
+        &between[..shown]
+    )
+}
+
 /// One batch of a partition's raw log, with its producer epoch.
 #[derive(Clone, Debug)]
 pub struct RawBatch {
@@ -1293,6 +1345,16 @@ pub struct RawBatch {
 /// diagnosing what a broker kept across its restarts.
 #[allow(dead_code)]
 pub fn raw_log(broker: &str, topic: &str, partition: i32) -> anyhow::Result<Vec<RawBatch>> {
+    // Its own thread and runtime: callable from async tests too.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| raw_log_blocking(broker, topic, partition))
+            .join()
+            .map_err(|_| anyhow::anyhow!("the raw-log reader panicked"))?
+    })
+}
+
+fn raw_log_blocking(broker: &str, topic: &str, partition: i32) -> anyhow::Result<Vec<RawBatch>> {
     const VERSION: i16 = 11;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

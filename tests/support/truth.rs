@@ -44,6 +44,17 @@ pub enum Change {
 /// (table, id) → its changes in order.
 pub type History = BTreeMap<(String, i32), Vec<Change>>;
 
+/// Where each change of a [`History`] read from Kafka sits: (partition,
+/// offset) per key, in the same order as the key's changes.
+pub type Positions = BTreeMap<(String, i32), Vec<(i32, i64)>>;
+
+/// What a consumer read from the tables' topics.
+pub struct KafkaRead {
+    pub history: History,
+    pub positions: Positions,
+    pub records: u64,
+}
+
 /// Creates the ground-truth slot; call before the workload's first change.
 pub fn create_truth_slot(pg: &PgCluster, db: &str) {
     pg.psql(
@@ -115,7 +126,7 @@ pub async fn kafka_history(
     registry: &RegistryClient,
     prefix: &str,
     tables: &[String],
-) -> (History, u64) {
+) -> KafkaRead {
     kafka_history_with(bootstrap, registry, prefix, tables, "read_committed").await
 }
 
@@ -128,9 +139,10 @@ pub async fn kafka_history_with(
     prefix: &str,
     tables: &[String],
     isolation: &str,
-) -> (History, u64) {
+) -> KafkaRead {
     let mut schemas: HashMap<u32, Schema> = HashMap::new();
     let mut out = History::new();
+    let mut positions = Positions::new();
     let mut records = 0u64;
     for table in tables {
         let topic = format!("{prefix}.public.{table}");
@@ -184,9 +196,17 @@ pub async fn kafka_history_with(
                 }
             };
             out.entry((table.clone(), id)).or_default().push(change);
+            positions
+                .entry((table.clone(), id))
+                .or_default()
+                .push((m.partition(), m.offset()));
         }
     }
-    (out, records)
+    KafkaRead {
+        history: out,
+        positions,
+        records,
+    }
 }
 
 async fn decode(
