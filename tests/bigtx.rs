@@ -91,6 +91,21 @@ fn offsets(proxy: &KafkaProxy) -> Vec<OffsetRecord> {
         .collect()
 }
 
+/// [`offsets`], asserting that each position is at or after the one
+/// before: the stored offset never moves back.
+fn offsets_forward_only(proxy: &KafkaProxy) -> Vec<OffsetRecord> {
+    let all = offsets(proxy);
+    for w in all.windows(2) {
+        assert!(
+            progress(&w[0]) <= progress(&w[1]),
+            "offset went backwards: {:?} then {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    all
+}
+
 /// Committed parts of the source transaction that commits after `before`.
 fn parts_committed(proxy: &KafkaProxy, before: Lsn) -> Vec<OffsetRecord> {
     offsets(proxy)
@@ -325,15 +340,7 @@ async fn kill_inside_the_big_transaction(point: KillPoint) {
     // The offset records: positions only move forward, the big
     // transaction's parts end where the kill left them and continue after
     // it, and the last one says the transaction is complete.
-    let all = offsets(&proxy);
-    for w in all.windows(2) {
-        assert!(
-            progress(&w[0]) <= progress(&w[1]),
-            "offset went backwards: {:?} then {:?}",
-            w[0],
-            w[1]
-        );
-    }
+    let all = offsets_forward_only(&proxy);
     let big: Vec<&OffsetRecord> = all
         .iter()
         .filter(|o| o.commit_lsn.0 == commit.unwrap())
@@ -453,15 +460,7 @@ async fn a_slot_taken_back_by_a_crash_restart_never_takes_the_offset_back() {
     );
 
     // Positions only move forward, through the restart.
-    let all = offsets(&proxy);
-    for w in all.windows(2) {
-        assert!(
-            progress(&w[0]) <= progress(&w[1]),
-            "offset went backwards: {:?} then {:?}",
-            w[0],
-            w[1]
-        );
-    }
+    let all = offsets_forward_only(&proxy);
     assert!(
         all.iter()
             .any(|o| progress(o) > progress(written.last().unwrap())),
@@ -569,10 +568,7 @@ async fn huge_transaction_survives_repeated_sigkills() {
         read += 1;
     });
     assert_eq!(read, rows, "rows read back");
-    let all = offsets(&proxy);
-    for w in all.windows(2) {
-        assert!(progress(&w[0]) <= progress(&w[1]), "offset went backwards");
-    }
+    let all = offsets_forward_only(&proxy);
     let parts = all.iter().filter(|o| o.commit_lsn > before).count();
     let last = all.last().expect("offsets");
     assert!(

@@ -293,13 +293,7 @@ request_timeout_ms = 3000
             self.name, self.faults, self.peak_rss_kb, proxy.fenced_dropped, proxy.marker_gaps
         );
         if !verdict.clean() {
-            let kept = std::env::temp_dir().join(format!("faults-{}-siphon.log", self.name));
-            let _ = std::fs::write(&kept, self.every_siphon_log());
-            println!(
-                "FAULTS {}: siphon log kept in {}",
-                self.name,
-                kept.display()
-            );
+            self.keep("siphon.log", "siphon's log", &self.every_siphon_log());
             if self.s3.is_some() {
                 self.where_missing_went(&truth, &read.history).await;
             }
@@ -325,6 +319,14 @@ impl Run {
     /// the offsets topic and of every table topic's partitions to files, so
     /// that what the checker and siphon's offset reads were shown can be
     /// replayed. Diagnostic only.
+    /// Writes `text` to `faults-<run>-<file>` in the temp dir and says
+    /// where `what` was kept. Diagnostic only.
+    fn keep(&self, file: &str, what: &str, text: &str) {
+        let path = std::env::temp_dir().join(format!("faults-{}-{file}", self.name));
+        let _ = std::fs::write(&path, text);
+        println!("FAULTS {}: {what} kept in {}", self.name, path.display());
+    }
+
     /// The logs of every siphon process of the run, oldest first, each
     /// under a header line.
     fn every_siphon_log(&self) -> String {
@@ -380,12 +382,10 @@ impl Run {
     }
 
     fn keep_raw_logs(&self) {
-        let path = std::env::temp_dir().join(format!("faults-{}-offsets.txt", self.name));
-        let _ = std::fs::write(&path, self.offsets_text());
-        println!(
-            "FAULTS {}: offset records (read_uncommitted) kept in {}",
-            self.name,
-            path.display()
+        self.keep(
+            "offsets.txt",
+            "offset records (read_uncommitted)",
+            &self.offsets_text(),
         );
         let mut topics = vec!["siphon.offsets".to_owned()];
         topics.extend(
@@ -403,15 +403,11 @@ impl Run {
                 if log.is_empty() {
                     continue;
                 }
-                let path = std::env::temp_dir()
-                    .join(format!("faults-{}-raw-{topic}-{partition}.txt", self.name));
                 let text: String = log.iter().map(|b| format!("{b:?}\n")).collect();
-                let _ = std::fs::write(&path, text);
-                println!(
-                    "FAULTS {}: raw log of {topic}/{partition} ({} batches) kept in {}",
-                    self.name,
-                    log.len(),
-                    path.display()
+                self.keep(
+                    &format!("raw-{topic}-{partition}.txt"),
+                    &format!("raw log of {topic}/{partition} ({} batches)", log.len()),
+                    &text,
                 );
             }
         }
