@@ -42,7 +42,7 @@ use crate::postgres::replication::{
     ReplicationClient, ReplicationConfig, SnapshotAction, StartOptions,
 };
 use crate::snapshot::initial::{ChunkSink, Initial, Outcome};
-use crate::snapshot::progress::{SnapshotProgress, TableProgress};
+use crate::snapshot::progress::SnapshotProgress;
 use crate::snapshot::{SnapTable, SnapshotChunk, SnapshotError};
 use crate::telemetry::health::{self, ConnectorState};
 use crate::telemetry::metrics::metrics;
@@ -547,26 +547,18 @@ async fn run_once(
     result.and(beat)
 }
 
-/// The configured tables as the catalog describes them now.
+/// The configured tables as the catalog describes them now: one part per
+/// table or leaf partition.
 async fn describe_tables(
     cfg: &ConnectorConfig,
     catalog: &Catalog,
 ) -> Result<Vec<Arc<SnapTable>>, SnapshotError> {
-    let mut tables = Vec::with_capacity(cfg.postgres.tables.len());
-    for t in &cfg.postgres.tables {
-        tables.push(Arc::new(SnapTable::describe(catalog, t).await?));
-    }
-    Ok(tables)
+    crate::snapshot::describe_all(cfg, catalog, &cfg.postgres.tables).await
 }
 
 /// A fresh snapshot of `tables`: every chunk pending.
 fn plan(cfg: &ConnectorConfig, tables: &[Arc<SnapTable>]) -> SnapshotProgress {
-    SnapshotProgress {
-        tables: tables
-            .iter()
-            .map(|t| TableProgress::plan(t.label.to_string(), t.pages, cfg.snapshot.chunk_pages))
-            .collect(),
-    }
+    crate::snapshot::plan(tables, cfg.snapshot.chunk_pages)
 }
 
 /// `snapshot.mode = initial_only`: read the tables under one exported
@@ -589,10 +581,13 @@ async fn initial_only(
         info!(connector = %name, "snapshot.mode = initial_only and the snapshot is complete: nothing to do");
         return Ok(());
     }
-    let tables = describe_tables(cfg, catalog).await.map_err(snap_err)?;
-    let progress = match stored.as_ref().and_then(|s| s.snapshot.clone()) {
-        Some(p) => p,
-        None => plan(cfg, &tables),
+    let parts = describe_tables(cfg, catalog).await.map_err(snap_err)?;
+    let (tables, progress) = match stored.as_ref().and_then(|s| s.snapshot.clone()) {
+        Some(p) => crate::snapshot::align(name.as_str(), p, &parts, cfg.snapshot.chunk_pages),
+        None => {
+            let progress = plan(cfg, &parts);
+            (parts, progress)
+        }
     };
     // The exporting transaction must stay open until every worker imported
     // its snapshot; it stays open (idle) until the end.

@@ -48,6 +48,7 @@ impl Catalog {
             .user(&cfg.user)
             .dbname(&cfg.database)
             .application_name("siphon")
+            .options(session_options())
             .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
             // tokio-postgres knows only these three; what the verify modes
             // add is in the connector's settings.
@@ -72,7 +73,34 @@ impl Catalog {
                 .map(|(client, connection)| (client, tokio::spawn(drive(connection)))),
         };
         let (client, connection) = connected.map_err(|source| connect_error(cfg, source))?;
-        Ok(Catalog { client, connection })
+        let catalog = Catalog { client, connection };
+        catalog.check_session_settings().await?;
+        Ok(catalog)
+    }
+
+    /// Refuses a session whose settings are not the ones the startup
+    /// packet asked for (a pooler or proxy in between may drop `options`):
+    /// snapshot rows read through it would be misparsed.
+    async fn check_session_settings(&self) -> Result<(), PgError> {
+        let names: Vec<&str> = super::SESSION_SETTINGS.iter().map(|(n, _)| *n).collect();
+        let rows = self
+            .client
+            .query(
+                "SELECT n, current_setting(n) FROM unnest($1::text[]) n",
+                &[&names],
+            )
+            .await
+            .map_err(|source| PgError::Query {
+                what: "session settings",
+                source,
+            })?;
+        for row in rows {
+            let (name, value): (String, String) = (row.get(0), row.get(1));
+            if !super::setting_as_sent(&name, &value) {
+                return Err(PgError::SessionSetting { name, value });
+            }
+        }
+        Ok(())
     }
 
     pub fn client(&self) -> &Client {
@@ -602,6 +630,17 @@ pub fn missing_tables_problem(publication: &str, missing: &[TableName]) -> Strin
         quote_ident(publication),
         quoted.join(", ")
     )
+}
+
+/// [`super::SESSION_SETTINGS`] as the startup packet's `options`
+/// (`-c name=value …`; tokio-postgres sets `client_encoding` itself).
+fn session_options() -> String {
+    super::SESSION_SETTINGS
+        .iter()
+        .filter(|(name, _)| *name != "client_encoding")
+        .map(|(name, value)| format!("-c {name}={value}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Runs a tokio-postgres connection until it ends.

@@ -14,6 +14,39 @@ use crate::config::SslMode;
 use crate::error::ErrorClass;
 use crate::event::Lsn;
 
+/// Session settings every connection to PostgreSQL starts with (in the
+/// startup packet). Values reach siphon as text — pgoutput formats them
+/// with the walsender's settings, `COPY` with the snapshot connection's —
+/// and the encoder parses one format only: these make that text the same
+/// whatever the server's, database's or role's defaults are
+/// (`ALTER DATABASE … SET DateStyle = 'SQL, DMY'` and the like).
+pub(crate) const SESSION_SETTINGS: [(&str, &str); 7] = [
+    ("client_encoding", "UTF8"),
+    ("DateStyle", "ISO"),
+    ("TimeZone", "UTC"),
+    ("IntervalStyle", "iso_8601"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+    // `money` prints as `$1,234.56` with two fraction digits in the C
+    // locale, whatever the server's default locale is.
+    ("lc_monetary", "C"),
+];
+
+/// Whether `value`, as the server reports setting `name`, is what
+/// [`SESSION_SETTINGS`] asked for (`DateStyle` keeps its day/month order
+/// part, `TimeZone` may be reported under its alias).
+pub(crate) fn setting_as_sent(name: &str, value: &str) -> bool {
+    match name {
+        "DateStyle" => value.starts_with("ISO"),
+        "TimeZone" => value == "UTC" || value == "Etc/UTC",
+        "client_encoding" => value.eq_ignore_ascii_case("UTF8"),
+        _ => SESSION_SETTINGS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .is_none_or(|(_, v)| *v == value),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     #[error("cannot connect to PostgreSQL at {host}:{port} as {user} (database {database}){}", connect_hint(.source, *.ssl_mode))]
@@ -35,6 +68,10 @@ pub enum PgError {
         #[source]
         source: tokio_postgres::Error,
     },
+    #[error(
+        "the server reports {name} = {value:?} although siphon asked for another value when connecting: connect to PostgreSQL directly, not through a pooler or proxy that drops startup options, or the rows siphon reads would be misparsed"
+    )]
+    SessionSetting { name: String, value: String },
     #[error("heartbeat.action_query failed ({sql}){}", heartbeat_hint(.source))]
     Heartbeat {
         sql: String,

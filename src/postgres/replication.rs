@@ -80,20 +80,6 @@ const XLOG_DATA_HEADER_BYTES: usize = 1 + 8 + 8 + 8;
 /// reply flag.
 const KEEPALIVE_BYTES: usize = 1 + 8 + 8 + 1;
 
-/// Session settings sent in the startup packet. pgoutput formats column
-/// values with the walsender's settings; these make that text stable.
-const SESSION_SETTINGS: [(&str, &str); 7] = [
-    ("client_encoding", "UTF8"),
-    ("DateStyle", "ISO"),
-    ("TimeZone", "UTC"),
-    ("IntervalStyle", "iso_8601"),
-    ("extra_float_digits", "3"),
-    ("bytea_output", "hex"),
-    // `money` prints as `$1,234.56` with two fraction digits in the C
-    // locale, whatever the server's default locale is.
-    ("lc_monetary", "C"),
-];
-
 /// Where and how to open the replication connection.
 #[derive(Clone)]
 pub struct ReplicationConfig {
@@ -403,7 +389,7 @@ impl ReplicationClient {
             ("replication", "database"),
             ("application_name", &cfg.application_name),
         ];
-        params.extend(SESSION_SETTINGS);
+        params.extend(super::SESSION_SETTINGS);
         frontend::startup_message(params, &mut conn.write_buf)
             .map_err(|e| invalid_argument("startup parameters", e))?;
         conn.flush().await?;
@@ -468,16 +454,11 @@ impl ReplicationClient {
     /// sent (a pooler or proxy in between could do that), because the
     /// decoder would then misread pgoutput's values.
     fn check_session_settings(&self) -> Result<(), ReplicationError> {
-        for name in ["DateStyle", "TimeZone", "IntervalStyle"] {
+        for (name, _) in super::SESSION_SETTINGS {
             let Some(value) = self.parameter(name) else {
                 continue;
             };
-            let as_sent = match name {
-                "DateStyle" => value.starts_with("ISO"),
-                "TimeZone" => value == "UTC" || value == "Etc/UTC",
-                _ => value == "iso_8601",
-            };
-            if !as_sent {
+            if !super::setting_as_sent(name, value) {
                 return Err(ReplicationError::Protocol(format!(
                     "server reports {name}={value:?} although the startup packet set it; \
                      connect directly, not through a pooler that rewrites settings"

@@ -147,7 +147,12 @@ struct Window {
     chunk: u64,
     low_seen: bool,
     truncated: bool,
+    /// Keys of the table's rows changed inside the window.
     changed: HashSet<Vec<Option<Bytes>>>,
+    /// Transactions that changed the table inside the window (for a table
+    /// without a key, whose rows are told apart by the `xmin` of the
+    /// version read).
+    writers: HashSet<u32>,
     rows: Option<ChunkRows>,
     rx: mpsc::Receiver<Result<ChunkRows, SnapshotError>>,
     task: JoinHandle<()>,
@@ -185,29 +190,16 @@ impl Windows {
     /// Connects and describes the tables of `progress`.
     pub async fn start(
         cfg: &Arc<ConnectorConfig>,
-        mut progress: SnapshotProgress,
+        progress: SnapshotProgress,
     ) -> Result<Windows, SnapshotError> {
         let catalog = Catalog::connect(&cfg.postgres).await?;
-        let mut tables = Vec::new();
-        progress.tables.retain(|t| {
-            let known = cfg.postgres.tables.iter().any(|c| c.to_string() == t.table);
-            if !known {
-                tracing::warn!(connector = %cfg.name, table = %t.table, "table is no longer configured: its snapshot is dropped");
-            }
-            known
-        });
-        for t in &progress.tables {
-            let name = cfg
-                .postgres
-                .tables
-                .iter()
-                .find(|c| c.to_string() == t.table)
-                .cloned()
-                .ok_or_else(|| SnapshotError::NoSuchTable {
-                    table: t.table.clone(),
-                })?;
-            tables.push(Arc::new(SnapTable::describe(&catalog, &name).await?));
-        }
+        let parts = super::describe_all(cfg, &catalog, &cfg.postgres.tables).await?;
+        let (tables, progress) = super::align(
+            cfg.name.as_str(),
+            progress,
+            &parts,
+            cfg.snapshot.chunk_pages,
+        );
         let pending: usize = progress.tables.iter().map(|t| t.pending().count()).sum();
         tracing::info!(connector = %cfg.name, tables = tables.len(), chunks = pending, "snapshot in watermark windows started");
         Ok(Windows {
@@ -293,6 +285,7 @@ impl Windows {
             low_seen: false,
             truncated: false,
             changed: HashSet::new(),
+            writers: HashSet::new(),
             rows: None,
             rx,
             task,
@@ -300,15 +293,22 @@ impl Windows {
     }
 
     /// Records a streamed change: inside a window, its key's chunk row is
-    /// stale.
+    /// stale. A table without a key has nothing to match rows by (an empty
+    /// key would match every row and drop the whole chunk): there the
+    /// change's transaction is recorded instead, and the chunk's rows
+    /// written by it are left to the stream, which carries them.
     pub fn on_change(&mut self, event: &ChangeEvent) {
         let Some(w) = self.open.as_mut() else { return };
-        if !w.low_seen || event.relation.relation.oid != self.tables[w.table].relation.relation.oid
-        {
+        let table = &self.tables[w.table];
+        if !w.low_seen || event.relation.relation.oid != table.relation.relation.oid {
             return;
         }
         if event.op == Op::Truncate {
             w.truncated = true;
+            return;
+        }
+        if !table.has_key() {
+            w.writers.insert(event.tx.xid.0);
             return;
         }
         let cols = &event.relation.relation.columns;
@@ -375,8 +375,15 @@ impl Windows {
         let table = Arc::clone(&self.tables[w.table]);
         let mut events = Vec::with_capacity(rows.rows.len());
         if !w.truncated {
+            let mut xmins = rows.xmins.into_iter();
             for row in rows.rows {
-                if w.changed.contains(&table.key_of(&row)) {
+                let xmin = xmins.next();
+                let stale = if table.has_key() {
+                    w.changed.contains(&table.key_of(&row))
+                } else {
+                    xmin.is_some_and(|x| w.writers.contains(&x))
+                };
+                if stale {
                     continue;
                 }
                 events.push(ChangeEvent {
@@ -434,11 +441,15 @@ impl Windows {
             Control::Stop(tables) => {
                 let stop_all = tables.is_empty();
                 let names: Vec<String> = tables.iter().map(ToString::to_string).collect();
+                // A name is a captured table (all its partitions) or one part.
                 let keep: Vec<bool> = self
-                    .progress
                     .tables
                     .iter()
-                    .map(|t| !(stop_all || names.contains(&t.table)))
+                    .map(|t| {
+                        !(stop_all
+                            || names.contains(&t.captured.to_string())
+                            || names.iter().any(|n| **n == *t.label))
+                    })
                     .collect();
                 if let Some(w) = &self.open
                     && !keep[w.table]
@@ -469,41 +480,56 @@ impl Windows {
                         tracing::warn!(connector = %self.cfg.name, table = %name, "incremental snapshot of a table this connector does not capture ignored: add it to postgres.tables first");
                         continue;
                     }
-                    let t = SnapTable::describe(&self.catalog, &name).await?;
-                    let label = t.label.to_string();
-                    if self
-                        .progress
-                        .tables
-                        .iter()
-                        .any(|p| p.table == label && !p.complete())
-                    {
-                        continue;
+                    let parts = SnapTable::describe(
+                        &self.catalog,
+                        &name,
+                        self.cfg.postgres.publish_via_partition_root,
+                    )
+                    .await?;
+                    for t in parts {
+                        self.plan_part(t);
                     }
-                    if let Some(i) = self.progress.tables.iter().position(|p| p.table == label) {
-                        if self.open.as_ref().is_some_and(|w| w.table == i) {
-                            self.open = None;
-                        }
-                        self.progress.tables.remove(i);
-                        self.tables.remove(i);
-                        if let Some(w) = self.open.as_mut()
-                            && w.table > i
-                        {
-                            w.table -= 1;
-                        }
-                    }
-                    self.progress.tables.push(TableProgress::plan(
-                        label.clone(),
-                        t.pages,
-                        self.cfg.snapshot.chunk_pages,
-                    ));
-                    tracing::info!(connector = %self.cfg.name, table = %label, "incremental snapshot of table requested");
-                    self.tables.push(Arc::new(t));
+                    tracing::info!(connector = %self.cfg.name, table = %name, "incremental snapshot of table requested");
                 }
                 Ok(Some(
                     (!self.progress.complete()).then(|| self.progress.clone()),
                 ))
             }
         }
+    }
+}
+
+impl Windows {
+    /// Plans an incremental snapshot of `t`, replacing a finished one of
+    /// it; one still running goes on as it is.
+    fn plan_part(&mut self, t: SnapTable) {
+        let label = t.label.to_string();
+        if self
+            .progress
+            .tables
+            .iter()
+            .any(|p| p.table == label && !p.complete())
+        {
+            return;
+        }
+        if let Some(i) = self.progress.tables.iter().position(|p| p.table == label) {
+            if self.open.as_ref().is_some_and(|w| w.table == i) {
+                self.open = None;
+            }
+            self.progress.tables.remove(i);
+            self.tables.remove(i);
+            if let Some(w) = self.open.as_mut()
+                && w.table > i
+            {
+                w.table -= 1;
+            }
+        }
+        self.progress.tables.push(TableProgress::plan(
+            label,
+            t.pages,
+            self.cfg.snapshot.chunk_pages,
+        ));
+        self.tables.push(Arc::new(t));
     }
 }
 
@@ -525,7 +551,7 @@ async fn window_task(
         )
         .await
         .map_err(mark("write the low watermark"))?;
-    let rows = read_chunk(client, table, chunk, range, as_of).await?;
+    let rows = read_chunk(client, table, chunk, range, as_of, !table.has_key()).await?;
     if tx.send(Ok(rows)).await.is_err() {
         return Ok(());
     }

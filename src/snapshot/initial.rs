@@ -30,7 +30,7 @@ async fn read_chunk_none(
     chunk: u64,
     range: &str,
 ) -> Result<ChunkRows, SnapshotError> {
-    read_chunk(client, table, chunk, range, None).await
+    read_chunk(client, table, chunk, range, None, false).await
 }
 use crate::config::ConnectorConfig;
 use crate::event::{ChangeEvent, Lsn, Op, Position, SourceTx, TxId};

@@ -97,20 +97,31 @@ impl SnapshotError {
     }
 }
 
-/// A table to snapshot, as the catalog describes it now.
+/// One relation to read for a captured table, as the catalog describes it
+/// now: the table itself, or one leaf partition of a partitioned table.
+/// It is the unit of progress ([`progress::TableProgress`]).
 #[derive(Debug)]
 pub struct SnapTable {
+    /// The relation read (`COPY … FROM ONLY name`): a plain table, or a leaf
+    /// partition of [`SnapTable::captured`].
     pub name: TableName,
-    /// `schema.table`, the progress and metrics label.
+    /// The `postgres.tables` entry this belongs to.
+    pub captured: TableName,
+    /// `schema.table` of [`SnapTable::name`]: the progress and metrics label.
     pub label: Arc<str>,
+    /// The shape and topic rows are emitted under: the partition root's
+    /// when the publication publishes via the root (as the stream then
+    /// does), the relation's own otherwise.
     pub relation: Arc<RelationVersion>,
     /// Heap pages now (`pg_relation_size / block_size`).
     pub pages: u64,
     /// `pg_class.reltuples`, for progress estimates (-1: never analysed).
     pub estimated_rows: i64,
-    /// Column positions of the event key (replica identity columns).
+    /// Column positions of the event key (replica identity columns); empty
+    /// for a table without one (insert-only, or `REPLICA IDENTITY FULL`
+    /// without a primary key).
     pub key_columns: Vec<usize>,
-    /// `SELECT` list in column order.
+    /// `SELECT` list in the emitted shape's column order.
     select_list: String,
 }
 
@@ -119,11 +130,29 @@ pub struct SnapTable {
 /// identical shapes register the identical schema, under the same id.
 const CATALOG_SHAPE: u64 = 0;
 
+/// A relation to read, before its shape is known.
+struct Part {
+    name: TableName,
+    oid: u32,
+    identity: String,
+    pages: i64,
+    estimated_rows: i64,
+}
+
 impl SnapTable {
-    /// Reads the table's shape the way pgoutput describes it: columns in
-    /// `attnum` order without dropped and generated ones, key columns from
-    /// the replica identity (the primary key under DEFAULT and FULL).
-    pub async fn describe(catalog: &Catalog, name: &TableName) -> Result<SnapTable, SnapshotError> {
+    /// The relations to read for captured table `name`: the table itself,
+    /// or, for a partitioned table, each of its leaf partitions (a
+    /// partitioned table has no rows of its own: `FROM ONLY` it reads
+    /// nothing). With `via_root` (the publication's
+    /// `publish_via_partition_root`) every partition's rows take the
+    /// root's shape, as its changes do in the stream; without it each
+    /// partition is a table of its own. Foreign-table partitions are left
+    /// out: pgoutput does not publish them either.
+    pub async fn describe(
+        catalog: &Catalog,
+        name: &TableName,
+        via_root: bool,
+    ) -> Result<Vec<SnapTable>, SnapshotError> {
         let q = |source| PgError::Query {
             what: "snapshot table description",
             source,
@@ -131,7 +160,7 @@ impl SnapTable {
         let row = catalog
             .client()
             .query_opt(
-                "SELECT c.oid, c.relreplident::text,
+                "SELECT c.oid, c.relkind::text, c.relreplident::text,
                         (pg_relation_size(c.oid) / current_setting('block_size')::bigint)::bigint,
                         c.reltuples::bigint
                    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -143,78 +172,233 @@ impl SnapTable {
             .ok_or_else(|| SnapshotError::NoSuchTable {
                 table: name.to_string(),
             })?;
-        let oid: u32 = row.get(0);
-        let identity: String = row.get(1);
-        let pages: i64 = row.get(2);
-        let estimated_rows: i64 = row.get(3);
-        let columns = catalog
+        let root = Part {
+            name: name.clone(),
+            oid: row.get(0),
+            identity: row.get(2),
+            pages: row.get(3),
+            estimated_rows: row.get(4),
+        };
+        let kind: String = row.get(1);
+        if kind != "p" {
+            let relation = shape(catalog, &root).await?;
+            return Ok(vec![SnapTable::new(name, root, relation)]);
+        }
+        let leaves: Vec<Part> = catalog
             .client()
             .query(
-                "SELECT a.attname::text, a.atttypid, a.atttypmod, NOT a.attnotnull,
-                        COALESCE(a.attnum = ANY ((SELECT i.indkey::int2[] FROM pg_index i
-                                                   WHERE i.indrelid = a.attrelid
-                                                     AND CASE WHEN $2 = 'i' THEN i.indisreplident ELSE i.indisprimary END
-                                                   LIMIT 1)::int2[]), false),
-                        CASE WHEN a.atthasdef THEN pg_get_expr(d.adbin, d.adrelid) END
-                   FROM pg_attribute a
-                   LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-                  ORDER BY a.attnum",
-                &[&oid, &identity],
+                "SELECT n.nspname::text, c.relname::text, c.oid, c.relreplident::text,
+                        (pg_relation_size(c.oid) / current_setting('block_size')::bigint)::bigint,
+                        c.reltuples::bigint
+                   FROM pg_partition_tree($1::oid::regclass) t
+                   JOIN pg_class c ON c.oid = t.relid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE t.isleaf AND c.relkind = 'r'
+                  ORDER BY n.nspname, c.relname",
+                &[&root.oid],
             )
             .await
-            .map_err(q)?;
-        let cols: Vec<RelationColumn> = columns
+            .map_err(q)?
             .iter()
-            .map(|r| RelationColumn {
-                is_key: r.get(4),
-                name: r.get(0),
-                type_oid: r.get(1),
-                type_modifier: r.get(2),
+            .map(|r| Part {
+                name: TableName {
+                    schema: r.get(0),
+                    table: r.get(1),
+                },
+                oid: r.get(2),
+                identity: r.get(3),
+                pages: r.get(4),
+                estimated_rows: r.get(5),
             })
             .collect();
-        let nullable = columns.iter().map(|r| r.get(3)).collect();
-        let defaults = columns.iter().map(|r| r.get(5)).collect();
-        let type_oids: Vec<u32> = cols.iter().map(|c| c.type_oid).collect();
-        let custom_types = catalog.custom_types(&type_oids).await?;
-        let select_list = cols
-            .iter()
-            .map(|c| quote_ident(&c.name))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let key_columns = (0..cols.len()).filter(|&i| cols[i].is_key).collect();
-        let relation = Relation {
-            oid,
-            schema: name.schema.clone(),
-            name: name.table.clone(),
-            replica_identity: match identity.as_str() {
-                "n" => ReplicaIdentity::Nothing,
-                "f" => ReplicaIdentity::Full,
-                "i" => ReplicaIdentity::Index,
-                _ => ReplicaIdentity::Default,
-            },
-            columns: cols,
+        let root_shape = if via_root {
+            Some(shape(catalog, &root).await?)
+        } else {
+            None
         };
-        Ok(SnapTable {
-            name: name.clone(),
-            label: Arc::from(name.to_string().as_str()),
-            relation: Arc::new(RelationVersion {
-                relation,
-                version: CATALOG_SHAPE,
-                nullable,
-                defaults,
-                custom_types,
-            }),
-            pages: pages.max(0) as u64,
-            estimated_rows,
-            key_columns,
-            select_list,
-        })
+        let mut parts = Vec::with_capacity(leaves.len());
+        for leaf in leaves {
+            let relation = match &root_shape {
+                Some(s) => s.clone(),
+                None => shape(catalog, &leaf).await?,
+            };
+            parts.push(SnapTable::new(name, leaf, relation));
+        }
+        Ok(parts)
+    }
+
+    fn new(captured: &TableName, part: Part, shape: Shape) -> SnapTable {
+        SnapTable {
+            label: Arc::from(part.name.to_string().as_str()),
+            name: part.name,
+            captured: captured.clone(),
+            relation: shape.relation,
+            pages: part.pages.max(0) as u64,
+            estimated_rows: part.estimated_rows,
+            key_columns: shape.key_columns,
+            select_list: shape.select_list,
+        }
     }
 
     /// The key of `tuple` (text values of the key columns).
     pub fn key_of(&self, tuple: &Tuple) -> Vec<Option<bytes::Bytes>> {
         key_values(&self.key_columns, tuple)
+    }
+
+    /// Whether rows can be told apart by key; without one, the watermark
+    /// windows tell a row's versions apart by transaction id instead.
+    pub fn has_key(&self) -> bool {
+        !self.key_columns.is_empty()
+    }
+}
+
+/// A relation's shape as pgoutput describes it, shared by the parts read
+/// under it.
+#[derive(Clone)]
+struct Shape {
+    relation: Arc<RelationVersion>,
+    key_columns: Vec<usize>,
+    select_list: String,
+}
+
+/// Reads `part`'s shape the way pgoutput describes it: columns in `attnum`
+/// order without dropped and generated ones, key columns from the replica
+/// identity (the primary key under DEFAULT and FULL).
+async fn shape(catalog: &Catalog, part: &Part) -> Result<Shape, SnapshotError> {
+    let q = |source| PgError::Query {
+        what: "snapshot table description",
+        source,
+    };
+    let columns = catalog
+        .client()
+        .query(
+            "SELECT a.attname::text, a.atttypid, a.atttypmod, NOT a.attnotnull,
+                    COALESCE(a.attnum = ANY ((SELECT i.indkey::int2[] FROM pg_index i
+                                               WHERE i.indrelid = a.attrelid
+                                                 AND CASE WHEN $2 = 'i' THEN i.indisreplident ELSE i.indisprimary END
+                                               LIMIT 1)::int2[]), false),
+                    CASE WHEN a.atthasdef THEN pg_get_expr(d.adbin, d.adrelid) END
+               FROM pg_attribute a
+               LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+              ORDER BY a.attnum",
+            &[&part.oid, &part.identity],
+        )
+        .await
+        .map_err(q)?;
+    let cols: Vec<RelationColumn> = columns
+        .iter()
+        .map(|r| RelationColumn {
+            is_key: r.get(4),
+            name: r.get(0),
+            type_oid: r.get(1),
+            type_modifier: r.get(2),
+        })
+        .collect();
+    let nullable = columns.iter().map(|r| r.get(3)).collect();
+    let defaults = columns.iter().map(|r| r.get(5)).collect();
+    let type_oids: Vec<u32> = cols.iter().map(|c| c.type_oid).collect();
+    let custom_types = catalog.custom_types(&type_oids).await?;
+    let select_list = cols
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key_columns = (0..cols.len()).filter(|&i| cols[i].is_key).collect();
+    let relation = Relation {
+        oid: part.oid,
+        schema: part.name.schema.clone(),
+        name: part.name.table.clone(),
+        replica_identity: match part.identity.as_str() {
+            "n" => ReplicaIdentity::Nothing,
+            "f" => ReplicaIdentity::Full,
+            "i" => ReplicaIdentity::Index,
+            _ => ReplicaIdentity::Default,
+        },
+        columns: cols,
+    };
+    Ok(Shape {
+        relation: Arc::new(RelationVersion {
+            relation,
+            version: CATALOG_SHAPE,
+            nullable,
+            defaults,
+            custom_types,
+        }),
+        key_columns,
+        select_list,
+    })
+}
+
+/// The parts to read for every captured table, in `postgres.tables` order.
+pub async fn describe_all(
+    cfg: &crate::config::ConnectorConfig,
+    catalog: &Catalog,
+    tables: &[TableName],
+) -> Result<Vec<Arc<SnapTable>>, SnapshotError> {
+    let mut parts = Vec::new();
+    for t in tables {
+        for part in SnapTable::describe(catalog, t, cfg.postgres.publish_via_partition_root).await?
+        {
+            parts.push(Arc::new(part));
+        }
+    }
+    Ok(parts)
+}
+
+/// Pairs a stored snapshot's progress with the parts the catalog
+/// describes now (`parts`, from [`describe_all`]), in the progress's order.
+/// An entry of a part that is gone (its table no longer captured, a
+/// partition detached or dropped) is dropped with a warning. An entry that
+/// names a partitioned table itself — written by a siphon that read a
+/// partitioned table `FROM ONLY` the root, which held no rows — is planned
+/// again per partition, keeping what it is read as of.
+pub fn align(
+    connector: &str,
+    progress: SnapshotProgress,
+    parts: &[Arc<SnapTable>],
+    chunk_pages: u64,
+) -> (Vec<Arc<SnapTable>>, SnapshotProgress) {
+    let mut tables = Vec::new();
+    let mut aligned = SnapshotProgress::default();
+    let mut taken = std::collections::HashSet::new();
+    for entry in progress.tables {
+        if let Some(part) = parts.iter().find(|p| *p.label == *entry.table) {
+            if taken.insert(Arc::clone(&part.label)) {
+                tables.push(Arc::clone(part));
+                aligned.tables.push(entry);
+            }
+            continue;
+        }
+        let of_root: Vec<&Arc<SnapTable>> = parts
+            .iter()
+            .filter(|p| p.captured.to_string() == entry.table)
+            .collect();
+        if of_root.is_empty() {
+            tracing::warn!(connector, table = %entry.table, "snapshot progress of a table that is no longer captured (or a partition detached or dropped since) is dropped");
+            continue;
+        }
+        tracing::warn!(connector, table = %entry.table, partitions = of_root.len(), "snapshot progress of a partitioned table read as one table is planned again per partition");
+        for part in of_root {
+            if taken.insert(Arc::clone(&part.label)) {
+                let mut plan =
+                    progress::TableProgress::plan(part.label.to_string(), part.pages, chunk_pages);
+                plan.as_of.clone_from(&entry.as_of);
+                tables.push(Arc::clone(part));
+                aligned.tables.push(plan);
+            }
+        }
+    }
+    (tables, aligned)
+}
+
+/// A fresh snapshot of `parts`: every chunk pending.
+pub fn plan(parts: &[Arc<SnapTable>], chunk_pages: u64) -> SnapshotProgress {
+    SnapshotProgress {
+        tables: parts
+            .iter()
+            .map(|t| progress::TableProgress::plan(t.label.to_string(), t.pages, chunk_pages))
+            .collect(),
     }
 }
 
@@ -234,41 +418,47 @@ pub struct ChunkRows {
     pub rows: Vec<Tuple>,
     /// Bytes of row data (for the channel's byte budget).
     pub bytes: usize,
+    /// With [`read_chunk`]'s `with_xmin`: each row's `xmin` (the
+    /// transaction that wrote this version of it), in `rows` order.
+    pub xmins: Vec<u32>,
 }
 
 /// Reads chunk `chunk` of `table` (ctid range `range`) with COPY text, in
 /// whatever transaction `client` is in. With `as_of`, rows written after
-/// that snapshot are left out.
+/// that snapshot are left out; with `with_xmin`, each row's `xmin` comes
+/// along.
 pub async fn read_chunk(
     client: &tokio_postgres::Client,
     table: &SnapTable,
     chunk: u64,
     range: &str,
     as_of: Option<&progress::PgSnapshot>,
+    with_xmin: bool,
 ) -> Result<ChunkRows, SnapshotError> {
-    let Some(as_of) = as_of else {
-        return read_chunk_plain(client, table, chunk, range, false).await;
+    let read_err = |source| SnapshotError::Read {
+        table: table.label.to_string(),
+        chunk,
+        source,
     };
-    let mut read = read_chunk_plain(client, table, chunk, range, true).await?;
+    let mut read =
+        read_chunk_plain(client, table, chunk, range, as_of.is_some() || with_xmin).await?;
+    let Some(as_of) = as_of else {
+        return Ok(read);
+    };
     let next: String = client
         .query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])
         .await
-        .map_err(|source| SnapshotError::Read {
-            table: table.label.to_string(),
-            chunk,
-            source,
-        })?
+        .map_err(read_err)?
         .get(0);
     let next: u64 = next.parse().unwrap_or(u64::MAX);
-    read.rows.retain_mut(|row| {
-        let xmin = match row.first() {
-            Some(TupleValue::Text(b)) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()),
-            _ => None,
-        };
-        row.remove(0);
-        // A row whose xmin cannot be read is kept: a duplicate state is
-        // better than a missing row.
-        !xmin.is_some_and(|x| as_of.written_after(x, next))
+    let mut xmins = std::mem::take(&mut read.xmins).into_iter();
+    read.rows.retain(|_| {
+        let xmin = xmins.next();
+        let keep = !xmin.is_some_and(|x| as_of.written_after(x, next));
+        if keep && with_xmin {
+            read.xmins.push(xmin.unwrap_or(0));
+        }
+        keep
     });
     Ok(read)
 }
@@ -283,6 +473,10 @@ async fn read_chunk_plain(
     let read_err = |source| SnapshotError::Read {
         table: table.label.to_string(),
         chunk,
+        source,
+    };
+    let parse_err = |source| SnapshotError::Parse {
+        table: table.label.to_string(),
         source,
     };
     let list = match (with_xmin, table.select_list.is_empty()) {
@@ -302,19 +496,28 @@ async fn read_chunk_plain(
     let mut bytes = 0;
     while let Some(data) = stream.next().await {
         let data = data.map_err(read_err)?;
-        bytes += parser
-            .push(data, &mut rows)
-            .map_err(|source| SnapshotError::Parse {
-                table: table.label.to_string(),
-                source,
-            })?;
+        bytes += parser.push(data, &mut rows).map_err(parse_err)?;
     }
-    parser.finish().map_err(|source| SnapshotError::Parse {
-        table: table.label.to_string(),
-        source,
-    })?;
+    parser.finish().map_err(parse_err)?;
     bytes += rows.len() * 32 * table.relation.relation.columns.len().max(1);
-    Ok(ChunkRows { rows, bytes })
+    let mut xmins = Vec::new();
+    if with_xmin {
+        xmins.reserve(rows.len());
+        for row in &mut rows {
+            // xmin is an `xid`: its text is a decimal u32. One that does
+            // not parse counts as 0, "older than everything": the row is
+            // kept (a duplicate state is better than a missing row).
+            let xmin = match row.first() {
+                Some(TupleValue::Text(b)) => {
+                    std::str::from_utf8(b).ok().and_then(|s| s.parse().ok())
+                }
+                _ => None,
+            };
+            xmins.push(xmin.unwrap_or(0));
+            row.remove(0);
+        }
+    }
+    Ok(ChunkRows { rows, bytes, xmins })
 }
 
 /// What the writer gets for one chunk: its rows as events, the

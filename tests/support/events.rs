@@ -108,3 +108,74 @@ pub async fn decode_all(registry: &RegistryClient, records: &[Record]) -> Vec<Ev
     }
     out
 }
+
+/// Decodes records fetching each writer schema from the registry once
+/// (for tests that read tens of thousands of events).
+pub struct CachedDecoder {
+    registry_url: String,
+    schemas: std::collections::HashMap<u32, Schema>,
+}
+
+impl CachedDecoder {
+    pub fn new(registry_url: &str) -> CachedDecoder {
+        CachedDecoder {
+            registry_url: registry_url.to_owned(),
+            schemas: std::collections::HashMap::new(),
+        }
+    }
+
+    pub async fn value(&mut self, bytes: &[u8]) -> (u32, Value) {
+        let (id, mut body) = wire(bytes);
+        if !self.schemas.contains_key(&id) {
+            let url = format!("{}/schemas/ids/{id}", self.registry_url);
+            let v: serde_json::Value = reqwest::get(url)
+                .await
+                .expect("registry answers")
+                .json()
+                .await
+                .expect("registry json");
+            let schema = Schema::parse_str(v["schema"].as_str().expect("schema field"))
+                .expect("registered schema parses");
+            self.schemas.insert(id, schema);
+        }
+        let value = GenericDatumReader::builder(&self.schemas[&id])
+            .build()
+            .and_then(|r| r.read_value(&mut body))
+            .expect("record decodes with its registered schema");
+        assert!(body.is_empty(), "bytes left after the datum");
+        (id, value)
+    }
+
+    pub async fn events(&mut self, records: &[Record]) -> Vec<Event> {
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            let key = match &r.key {
+                Some(k) => Some(self.value(k).await.1),
+                None => None,
+            };
+            let (value_schema_id, value) = match &r.value {
+                Some(v) => {
+                    let (id, v) = self.value(v).await;
+                    (Some(id), Some(v))
+                }
+                None => (None, None),
+            };
+            out.push(Event {
+                topic: r.topic.clone(),
+                key,
+                value,
+                value_schema_id,
+            });
+        }
+        out
+    }
+}
+
+/// An integer column's value (int or long).
+pub fn int(v: &Value) -> i64 {
+    match unwrap_union(v) {
+        Value::Int(i) => i64::from(*i),
+        Value::Long(l) => *l,
+        other => panic!("not an integer: {other:?}"),
+    }
+}
