@@ -1331,7 +1331,8 @@ fn create_table(table: &str, cols: &[Col]) -> String {
     )
 }
 
-fn inserts(table: &str, cols: &[Col]) -> String {
+/// The five rows of `cols`, with ids `first_id..first_id + 5`.
+fn inserts(table: &str, cols: &[Col], first_id: usize) -> String {
     let names: Vec<&str> = cols.iter().map(|c| c.name).collect();
     (0..5)
         .map(|row| {
@@ -1339,7 +1340,7 @@ fn inserts(table: &str, cols: &[Col]) -> String {
             format!(
                 "INSERT INTO {table} (id, {}) VALUES ({}, {});\n",
                 names.join(", "),
-                row + 1,
+                row + first_id,
                 values.join(", ")
             )
         })
@@ -1567,6 +1568,90 @@ fn field_schema(envelope: &serde_json::Value, name: &str) -> serde_json::Value {
         .clone()
 }
 
+// ---------------------------------------------------------------------
+// Phases: the same five rows reach consumers three ways — read by the
+// initial snapshot (ids 1–5, there before siphon started), streamed (ids
+// 11–15, inserted while it streams), and read again by an incremental
+// snapshot in watermark windows (all ten) — and each way must give
+// PostgreSQL's own values. The database's session defaults are set to
+// ones that change how values print (DMY dates, verbose intervals, escaped
+// bytea, a non-UTC time zone): siphon must not depend on them.
+
+const MESSY_DEFAULTS: &str = "SET DateStyle = 'SQL, DMY'; SET IntervalStyle = 'postgres_verbose';
+    SET bytea_output = 'escape'; SET extra_float_digits = 0; SET TimeZone = 'Asia/Kolkata'";
+
+/// `ALTER DATABASE` statements giving `db` [`MESSY_DEFAULTS`].
+fn messy_defaults(db: &str) -> String {
+    MESSY_DEFAULTS
+        .split(';')
+        .map(|s| format!("ALTER DATABASE {db} {};", s.trim()))
+        .collect()
+}
+
+/// A signal table and the signal that snapshots `tables` incrementally.
+const SIGNALS: &str =
+    "CREATE TABLE siphon_signals (id text PRIMARY KEY, type text NOT NULL, data text);";
+fn execute_snapshot(tables: &[&str]) -> String {
+    let list: Vec<String> = tables.iter().map(|t| format!("\"{t}\"")).collect();
+    format!(
+        "INSERT INTO siphon_signals VALUES ('all', 'execute-snapshot', '{{\"data-collections\": [{}]}}');",
+        list.join(", ")
+    )
+}
+
+/// Rows of each phase by id, told apart by `op` and `source.snapshot`.
+type Rows = BTreeMap<i32, BTreeMap<String, Value>>;
+fn by_phase(events: &[support::events::Event]) -> BTreeMap<&'static str, Rows> {
+    let mut phases: BTreeMap<&'static str, Rows> = BTreeMap::new();
+    for e in events {
+        let phase = match (e.op().as_deref(), e.source("snapshot")) {
+            (Some("c"), _) => "stream",
+            (Some("r"), Some(Value::String(s) | Value::Enum(_, s))) if s == "incremental" => {
+                "incremental snapshot"
+            }
+            (Some("r"), _) => "initial snapshot",
+            (op, _) => panic!("unexpected op {op:?}"),
+        };
+        let row = e.row("after").expect("after");
+        let Value::Int(id) = row["id"] else {
+            panic!("id {:?}", row["id"])
+        };
+        let previous = phases.entry(phase).or_default().insert(id, row);
+        assert!(previous.is_none(), "id {id} twice in the {phase}");
+    }
+    phases
+}
+
+/// Compares every phase's rows with PostgreSQL's expected values.
+fn compare_phases(
+    table: &str,
+    cols: &[Col],
+    expected: &BTreeMap<i32, Vec<Option<String>>>,
+    events: &[support::events::Event],
+) {
+    let phases = by_phase(events);
+    for (phase, ids) in [
+        ("initial snapshot", 1..=5),
+        ("stream", 11..=15),
+        ("incremental snapshot", 1..=15),
+    ] {
+        let rows = phases
+            .get(phase)
+            .unwrap_or_else(|| panic!("{table}: nothing in the {phase}"));
+        let want: BTreeMap<i32, Vec<Option<String>>> = expected
+            .iter()
+            .filter(|(id, _)| ids.contains(*id))
+            .map(|(id, v)| (*id, v.clone()))
+            .collect();
+        assert_eq!(
+            rows.keys().copied().collect::<Vec<_>>(),
+            want.keys().copied().collect::<Vec<_>>(),
+            "{table}: ids in the {phase}"
+        );
+        compare(&format!("{table} ({phase})"), cols, &want, rows);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_arrives_as_postgres_says() {
     let bed = Bed::start("types").await;
@@ -1576,8 +1661,11 @@ async fn every_type_arrives_as_postgres_says() {
         ("catalog", catalog_columns()),
     ];
     let mut ddl = String::from(CATALOG_SETUP);
+    ddl.push_str(SIGNALS);
+    ddl.push_str(&messy_defaults("types"));
     for (table, cols) in &tables {
         ddl.push_str(&create_table(table, cols));
+        ddl.push_str(&inserts(table, cols, 1));
     }
     bed.pg.psql("types", &ddl);
     let file = bed.connector(
@@ -1586,12 +1674,23 @@ async fn every_type_arrives_as_postgres_says() {
         &["public.scalars", "public.arrays", "public.catalog"],
         "",
     );
+    let body = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!("{body}\n[snapshot]\nsignal_table = \"public.siphon_signals\"\n"),
+    )
+    .unwrap();
     let siphon = bed.siphon(&file);
     bed.wait_slot_active("types", "siphon_types").await;
     let mut dml = String::new();
     for (table, cols) in &tables {
-        dml.push_str(&inserts(table, cols));
+        dml.push_str(&inserts(table, cols, 11));
     }
+    dml.push_str(&execute_snapshot(&[
+        "public.scalars",
+        "public.arrays",
+        "public.catalog",
+    ]));
     bed.pg.psql("types", &dml);
 
     let client = bed.pg.client("types").await;
@@ -1604,20 +1703,10 @@ async fn every_type_arrives_as_postgres_says() {
         .expect("session settings");
     for (table, cols) in &tables {
         let events = bed
-            .wait_events(&format!("types.public.{table}"), 5, &siphon)
+            .wait_events(&format!("types.public.{table}"), 20, &siphon)
             .await;
-        let rows: BTreeMap<i32, BTreeMap<String, Value>> = events
-            .iter()
-            .map(|e| {
-                let row = e.row("after").expect("insert has after");
-                let Value::Int(id) = row["id"] else {
-                    panic!("id {:?}", row["id"])
-                };
-                (id, row)
-            })
-            .collect();
         let expected = expected_rows(&client, table, cols).await;
-        compare(table, cols, &expected, &rows);
+        compare_phases(table, cols, &expected, &events);
 
         // The catalog facts reached the registered schema.
         if *table == "catalog" {
@@ -1973,7 +2062,12 @@ async fn handling_modes_arrive_as_postgres_says() {
     let base = mode_columns(0);
     bed.pg.psql(
         "modes",
-        &format!("CREATE EXTENSION hstore; {}", create_table("modes", &base)),
+        &format!(
+            "CREATE EXTENSION hstore; {SIGNALS} {} {} {}",
+            messy_defaults("modes"),
+            create_table("modes", &base),
+            inserts("modes", &base, 1)
+        ),
     );
     let connectors = [
         ("modes_a", MODES_A),
@@ -1981,7 +2075,13 @@ async fn handling_modes_arrive_as_postgres_says() {
         ("modes_c", MODES_C),
     ];
     for (name, types) in connectors {
-        bed.connector(name, "modes", &["public.modes"], types);
+        let file = bed.connector(name, "modes", &["public.modes"], types);
+        let body = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(
+            &file,
+            format!("{body}\n[snapshot]\nsignal_table = \"public.siphon_signals\"\n"),
+        )
+        .unwrap();
     }
     // One process runs the three connector files of the bed's directory.
     let siphon = bed.siphon(bed.dir.path());
@@ -1989,7 +2089,15 @@ async fn handling_modes_arrive_as_postgres_says() {
         bed.wait_slot_active("modes", &format!("siphon_{name}"))
             .await;
     }
-    bed.pg.psql("modes", &inserts("modes", &base));
+    // One signal row reaches all three connectors (the same table).
+    bed.pg.psql(
+        "modes",
+        &format!(
+            "{} {}",
+            inserts("modes", &base, 11),
+            execute_snapshot(&["public.modes"])
+        ),
+    );
 
     let client = bed.pg.client("modes").await;
     client
@@ -2002,19 +2110,9 @@ async fn handling_modes_arrive_as_postgres_says() {
     for (view, (name, _)) in connectors.iter().enumerate() {
         let cols = mode_columns(view);
         let topic = format!("{name}.public.modes");
-        let events = bed.wait_events(&topic, 5, &siphon).await;
-        let rows: BTreeMap<i32, BTreeMap<String, Value>> = events
-            .iter()
-            .map(|e| {
-                let row = e.row("after").expect("insert has after");
-                let Value::Int(id) = row["id"] else {
-                    panic!("id {:?}", row["id"])
-                };
-                (id, row)
-            })
-            .collect();
+        let events = bed.wait_events(&topic, 20, &siphon).await;
         let expected = expected_rows(&client, "modes", &cols).await;
-        compare(&topic, &cols, &expected, &rows);
+        compare_phases(&topic, &cols, &expected, &events);
 
         let id = events[0].value_schema_id.expect("value schema id");
         let schema: serde_json::Value =
