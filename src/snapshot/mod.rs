@@ -581,3 +581,94 @@ pub(crate) fn report_progress(
         "snapshot progress"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use progress::TableProgress;
+
+    fn name(s: &str) -> TableName {
+        let (schema, table) = s.split_once('.').expect("schema.table");
+        TableName {
+            schema: schema.into(),
+            table: table.into(),
+        }
+    }
+
+    /// Part `part` of captured table `captured`, `pages` pages.
+    fn part(captured: &str, part: &str, pages: i64) -> Arc<SnapTable> {
+        let shape = Shape {
+            relation: Arc::new(RelationVersion {
+                relation: Relation {
+                    oid: 1,
+                    schema: "public".into(),
+                    name: "t".into(),
+                    replica_identity: ReplicaIdentity::Default,
+                    columns: Vec::new(),
+                },
+                version: CATALOG_SHAPE,
+                nullable: Vec::new(),
+                defaults: Vec::new(),
+                custom_types: Default::default(),
+            }),
+            key_columns: Vec::new(),
+            select_list: String::new(),
+        };
+        let p = Part {
+            name: name(part),
+            oid: 2,
+            identity: "d".into(),
+            pages,
+            estimated_rows: 0,
+        };
+        Arc::new(SnapTable::new(&name(captured), p, shape))
+    }
+
+    #[test]
+    fn stored_progress_is_paired_with_the_parts_in_its_own_order() {
+        let parts = vec![
+            part("public.a", "public.a", 10),
+            part("public.m", "public.m_1", 4),
+            part("public.m", "public.m_2", 8),
+        ];
+        let mut m1 = TableProgress::plan("public.m_1".into(), 4, 2);
+        m1.mark_done(0, 5);
+        let stored = SnapshotProgress {
+            tables: vec![
+                m1.clone(),
+                TableProgress::plan("public.gone".into(), 3, 2),
+                TableProgress::plan("public.a".into(), 10, 2),
+            ],
+        };
+        let (tables, progress) = align("c", stored, &parts, 2);
+        let labels: Vec<&str> = tables.iter().map(|t| &*t.label).collect();
+        assert_eq!(labels, ["public.m_1", "public.a"]);
+        assert_eq!(progress.tables[0], m1, "progress kept as stored");
+        assert_eq!(progress.tables.len(), 2);
+    }
+
+    #[test]
+    fn a_partitioned_root_read_as_one_table_is_planned_again_per_partition() {
+        let parts = vec![
+            part("public.m", "public.m_1", 4),
+            part("public.m", "public.m_2", 8),
+        ];
+        // An older siphon planned the root itself (no pages: one chunk),
+        // read nothing from it and marked it done.
+        let mut root = TableProgress::plan("public.m".into(), 0, 2);
+        root.as_of = Some("10:12:".into());
+        root.mark_done(0, 0);
+        let (tables, progress) = align("c", SnapshotProgress { tables: vec![root] }, &parts, 2);
+        assert_eq!(tables.len(), 2);
+        assert_eq!(progress.tables[0].table, "public.m_1");
+        assert_eq!(progress.tables[0].chunks, 2);
+        assert_eq!(progress.tables[1].chunks, 4);
+        assert!(
+            progress
+                .tables
+                .iter()
+                .all(|t| t.as_of.as_deref() == Some("10:12:"))
+        );
+        assert!(!progress.complete(), "every partition is read");
+    }
+}
