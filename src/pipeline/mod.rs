@@ -559,12 +559,14 @@ async fn describe_tables(
     Ok(tables)
 }
 
-/// A fresh snapshot of `tables`: every chunk pending.
+/// A fresh initial snapshot of `tables`: every chunk pending.
 fn plan(cfg: &ConnectorConfig, tables: &[Arc<SnapTable>]) -> SnapshotProgress {
     SnapshotProgress {
         tables: tables
             .iter()
-            .map(|t| TableProgress::plan(t.label.to_string(), t.pages, cfg.snapshot.chunk_pages))
+            .map(|t| {
+                TableProgress::plan_initial(t.label.to_string(), t.pages, cfg.snapshot.chunk_pages)
+            })
             .collect(),
     }
 }
