@@ -40,6 +40,9 @@ pub const SLOT_LOOKS_FREE: &str = "slot_looks_free";
 /// watermark, before reading its chunk: tests signal a snapshot that is
 /// certainly still in watermark windows.
 pub const SLOW_WINDOW: &str = "slow_window";
+/// The reader panics on a captured change (a bug's stand-in): the
+/// supervisor must report the connector not ready and restart it.
+pub const READER_PANICS: &str = "reader_panics";
 
 /// Holds the configuration read from `FAILPOINTS` for the process's life.
 pub struct Scenario {

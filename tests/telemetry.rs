@@ -283,3 +283,63 @@ async fn the_control_endpoint_is_off_by_default_and_needs_its_token_on_its_own_l
         "the token leaked into the log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_connector_goes_not_ready_and_restarts() {
+    let bed = Bed::start("pan").await;
+    bed.pg.psql("pan", "CREATE TABLE t (id int PRIMARY KEY)");
+    let file = bed.connector("pan", "pan", &["public.t"], "");
+    // The reader panics on the first captured change, once.
+    let s = bed.siphon_with_env(&file, &[("FAILPOINTS", "reader_panics=1*return")]);
+    bed.wait_ready_status(&s, 200).await;
+    // Watch readiness closely from before the panic.
+    let port = s.http_port;
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let watching = std::sync::Arc::clone(&watching);
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let url = format!("http://127.0.0.1:{port}/health/ready");
+            let mut seen = Vec::new();
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(r) = client.get(&url).send().await {
+                    let status = r.status().as_u16();
+                    let body = r.text().await.unwrap_or_default();
+                    if seen.last().map(|(s, _)| *s) != Some(status) {
+                        seen.push((status, body));
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            seen
+        })
+    };
+    bed.pg.psql("pan", "INSERT INTO t VALUES (1)");
+    // It restarts from its stored offset and streams again: the change
+    // that met the panic arrives, and so do later ones.
+    poll_until(
+        WAIT,
+        "the connector to restart after its panic",
+        async || s.log().contains("panicked").then_some(()),
+    )
+    .await;
+    bed.wait_ready_status(&s, 200).await;
+    bed.pg.psql("pan", "INSERT INTO t VALUES (2)");
+    bed.wait_records("pan.public.t", 2, &s).await;
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.await.unwrap();
+    assert!(
+        seen.iter().any(|(status, _)| *status == 503),
+        "readiness never left 200 after the panic: {seen:?}\n{}",
+        s.log()
+    );
+    assert_eq!(seen.last().map(|(s, _)| *s), Some(200), "{seen:?}");
+    let transient = r#"siphon_errors_total{class="transient",connector="pan"}"#;
+    assert!(s.metric(transient).await.unwrap_or(0.0) >= 1.0);
+    assert!(
+        s.log()
+            .contains("connector pan panicked: fail point reader_panics"),
+        "{}",
+        s.log()
+    );
+}

@@ -494,6 +494,9 @@ impl Reader {
                 }
             };
         }
+        if crate::failpoint::fires(crate::failpoint::READER_PANICS).is_some() {
+            panic!("fail point {}", crate::failpoint::READER_PANICS);
+        }
         let event = ChangeEvent {
             position,
             op,
