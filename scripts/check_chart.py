@@ -284,6 +284,18 @@ def check_scenario(checks: Checks, chart: helm.Chart, label: str, values: dict[s
 
     checks.run(f"{label}: credentials only from secretKeyRef / Secret volumes; password_env/_file resolvable", secrets)
 
+    def control() -> None:
+        env = {e["name"]: e for e in siphon_container(deploy).get("env", [])}
+        ctl = merged["control"]
+        if not ctl["enabled"]:
+            expect("SIPHON_CONTROL_ADDR" not in env, "control endpoint enabled while control.enabled is false")
+            return
+        expect(env.get("SIPHON_CONTROL_ADDR", {}).get("value") == ctl["address"], "SIPHON_CONTROL_ADDR")
+        ref = env.get("SIPHON_CONTROL_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef")
+        expect(ref == {"name": ctl["token"]["secretName"], "key": ctl["token"]["key"]}, "SIPHON_CONTROL_TOKEN is not from the token's Secret")
+
+    checks.run(f"{label}: control endpoint off unless enabled, token from its Secret", control)
+
     def service() -> None:
         svc = maybe(docs, "Service")
         if not merged["metrics"]["service"]["enabled"]:
@@ -429,6 +441,8 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("bad env variable name", {"existingSecret": {"name": "s", "env": {"1BAD": "k"}}}, "schema"),
     ("existingSecret.env without a name", {"existingSecret": {"env": {"PG_PASSWORD": "k"}}}, "schema"),
     ("existingSecret.files without a name", {"existingSecret": {"files": {"enabled": True}}}, "schema"),
+    ("control.enabled without the token's Secret", {"control": {"enabled": True}}, "schema"),
+    ("control.address without a port", {"control": {"address": "127.0.0.1"}}, "schema"),
     ("ServiceMonitor without the Service", {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}}, "schema"),
     # Arithmetic across values is beyond JSON Schema: the template fails.
     ("grace period not above shutdown grace", {"shutdownGraceMs": 60000}, "template"),

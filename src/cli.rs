@@ -36,6 +36,14 @@ pub enum Command {
         /// Address of the HTTP server (/health/live, /health/ready, /metrics).
         #[arg(long, env = "SIPHON_HTTP_ADDR", default_value = "0.0.0.0:9090")]
         http_addr: SocketAddr,
+        /// Address of the control listener (POST /connectors/{name}/snapshot),
+        /// e.g. 127.0.0.1:9091; off unless set. Needs a bearer token from
+        /// the SIPHON_CONTROL_TOKEN environment variable or --control-token-file.
+        #[arg(long, env = "SIPHON_CONTROL_ADDR")]
+        control_addr: Option<SocketAddr>,
+        /// File holding the control listener's bearer token (a mounted Secret).
+        #[arg(long, env = "SIPHON_CONTROL_TOKEN_FILE")]
+        control_token_file: Option<PathBuf>,
         /// On SIGTERM, how long connectors may take to commit or abort their
         /// open Kafka transaction, ack and close before siphon exits anyway.
         #[arg(long, env = "SIPHON_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]

@@ -36,6 +36,14 @@ pub const COMMIT_FAILS: &str = "commit_fails";
 /// very moment the first lets go of the slot, then fences it.
 pub const SLOT_LOOKS_FREE: &str = "slot_looks_free";
 
+/// A snapshot window waits `return(<ms>)` milliseconds after its low
+/// watermark, before reading its chunk: tests signal a snapshot that is
+/// certainly still in watermark windows.
+pub const SLOW_WINDOW: &str = "slow_window";
+/// The reader panics on a captured change (a bug's stand-in): the
+/// supervisor must report the connector not ready and restart it.
+pub const READER_PANICS: &str = "reader_panics";
+
 /// Holds the configuration read from `FAILPOINTS` for the process's life.
 pub struct Scenario {
     #[cfg(feature = "failpoints")]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use siphon::cli::{Cli, Command};
 use siphon::config;
+use siphon::telemetry::http::{CONTROL_TOKEN_ENV, ControlToken};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -57,6 +58,8 @@ fn main() -> ExitCode {
         Command::Run {
             paths,
             http_addr,
+            control_addr,
+            control_token_file,
             shutdown_grace_ms,
         } => {
             let connectors = match config::load_paths(&paths) {
@@ -66,6 +69,20 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // The token is read here, never taken from the command line.
+            let control = match control_addr {
+                None => None,
+                Some(addr) => match ControlToken::load(
+                    control_token_file.as_deref(),
+                    std::env::var(CONTROL_TOKEN_ENV).ok(),
+                ) {
+                    Ok(token) => Some((addr, token)),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
             siphon::telemetry::init(cli.log_format);
             let Some(runtime) = runtime() else {
                 return ExitCode::FAILURE;
@@ -73,6 +90,7 @@ fn main() -> ExitCode {
             let code = runtime.block_on(run(
                 connectors,
                 http_addr,
+                control,
                 Duration::from_millis(shutdown_grace_ms),
             ));
             // Every connector has stopped; what is left must not hold the
@@ -98,6 +116,7 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 async fn run(
     connectors: Vec<config::ConnectorConfig>,
     http_addr: SocketAddr,
+    control: Option<(SocketAddr, ControlToken)>,
     grace: Duration,
 ) -> ExitCode {
     let root = CancellationToken::new();
@@ -109,6 +128,17 @@ async fn run(
         Err(e) => {
             error!(address = %http_addr, error = %e, "cannot serve HTTP: choose another --http-addr");
             return ExitCode::FAILURE;
+        }
+    }
+    if let Some((addr, token)) = control {
+        match siphon::telemetry::http::serve_control(addr, token, http_cancel.clone()).await {
+            Ok(bound) => {
+                info!(address = %bound, "serving the control endpoint POST /connectors/{{name}}/snapshot (bearer token required)")
+            }
+            Err(e) => {
+                error!(address = %addr, error = %e, "cannot serve the control endpoint: choose another --control-addr");
+                return ExitCode::FAILURE;
+            }
         }
     }
     let mut tasks = tokio::task::JoinSet::new();

@@ -563,14 +563,7 @@ async fn each_snapshot_mode_behaves_as_documented() {
 }
 
 async fn post(siphon: &support::siphon::Siphon, path: &str, body: &str) -> (u16, String) {
-    let r = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}{path}", siphon.http_port))
-        .body(body.to_owned())
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .expect("post");
-    (r.status().as_u16(), r.text().await.unwrap_or_default())
+    siphon.control_post(path, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -587,7 +580,7 @@ async fn a_table_added_at_runtime_is_snapshotted_in_windows_while_it_is_written(
         bed.connector("inc", "app", &["public.a", "public.b"], ""),
         "mode = \"no_data\"\nchunk_pages = 4\nsignal_table = \"public.siphon_signals\"",
     );
-    let mut s = bed.siphon(&file);
+    let mut s = bed.siphon_with_control(&file);
     wait_streaming(&bed, "app", "siphon_inc", &s).await;
 
     // Bad requests are refused with a reason.
@@ -674,4 +667,83 @@ async fn a_table_added_at_runtime_is_snapshotted_in_windows_while_it_is_written(
     })
     .await;
     assert!(s.stop().success(), "{}", s.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_signal_never_drops_an_interrupted_initial_snapshot_unless_forced() {
+    const ROWS: i64 = 20_000;
+    let bed = Bed::start("app").await;
+    create_items(&bed, "app", "items", ROWS);
+    create_items(&bed, "app", "other", 3_000);
+    let file = with_snapshot(
+        bed.connector(
+            "halt",
+            "app",
+            &["public.items", "public.other"],
+            "batch_max_events = 200",
+        ),
+        "max_threads = 1\nchunk_pages = 4",
+    );
+    // The initial snapshot is interrupted right after its fifth Kafka
+    // commit (as by SIGKILL, but at a known point: nothing is open).
+    let mut first = bed.siphon_with_env(&file, &[("FAILPOINTS", "after_commit=4*off->return")]);
+    let status = first
+        .wait(WAIT)
+        .unwrap_or_else(|| panic!("the fail point did not fire:\n{}", first.log()));
+    assert!(!status.success());
+    assert!(
+        first.log().contains("initial snapshot started"),
+        "{}",
+        first.log()
+    );
+
+    // The rest is read in watermark windows; the first window waits, so
+    // the signals below certainly meet the snapshot unfinished.
+    let s = support::siphon::Siphon::start_with(
+        &file,
+        bed.dir.path(),
+        &[("FAILPOINTS", "slow_window=1*return(15000)")],
+        true,
+    );
+    poll_until(
+        WAIT,
+        "the snapshot's rest to be read in windows",
+        async || {
+            s.log()
+                .contains("snapshot in watermark windows started")
+                .then_some(())
+        },
+    )
+    .await;
+    for body in [
+        r#"{"action":"stop"}"#,
+        r#"{"action":"stop","tables":["public.items"]}"#,
+        r#"{"action":"stop","tables":["public.items"],"force":false}"#,
+    ] {
+        let (status, reply) = post(&s, "/connectors/halt/snapshot", body).await;
+        assert_eq!(status, 409, "{body}: {reply}\n{}", s.log());
+        assert!(
+            reply.contains("public.items")
+                && reply.contains("initial snapshot")
+                && reply.contains("force"),
+            "{reply}"
+        );
+    }
+    // Every row arrives exactly once all the same.
+    let events = wait_converged(
+        &bed,
+        &bed.broker.bootstrap,
+        "app",
+        "items",
+        "halt.public.items",
+        &|| s.log(),
+    )
+    .await;
+    let mut per_key: BTreeMap<i64, usize> = BTreeMap::new();
+    for e in &events {
+        *per_key.entry(e.id).or_default() += 1;
+    }
+    assert_eq!(per_key.len() as i64, ROWS);
+    assert!(per_key.values().all(|&n| n == 1), "a row was written twice");
+    assert!(s.log().contains("snapshot signal refused"), "{}", s.log());
 }

@@ -184,3 +184,162 @@ async fn one_failing_connector_does_not_stop_another_in_the_same_process() {
     }
     assert!(lines >= 3, "{log}");
 }
+
+/// POST on siphon's health listener: (status, body); None when it does not answer.
+async fn health_post(s: &Siphon, path: &str, body: &str) -> Option<(u16, String)> {
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}{path}", s.http_port))
+        .body(body.to_owned())
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .ok()?;
+    Some((r.status().as_u16(), r.text().await.ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_endpoint_is_off_by_default_and_needs_its_token_on_its_own_listener() {
+    use std::io::{Read, Write};
+    use support::siphon::CONTROL_TOKEN;
+
+    let bed = Bed::start("ctl").await;
+    bed.pg.psql("ctl", "CREATE TABLE t (id int PRIMARY KEY)");
+    let file = bed.connector("ctl", "ctl", &["public.t"], "");
+    let pause = r#"{"action":"pause"}"#;
+
+    // Off by default: the health listener has no such route.
+    let mut s = bed.siphon(&file);
+    bed.wait_ready_status(&s, 200).await;
+    let (status, body) = health_post(&s, "/connectors/ctl/snapshot", pause)
+        .await
+        .expect("the health listener answers");
+    assert_eq!(status, 404, "{body}");
+    assert!(s.stop().success());
+
+    // Enabled without a token: siphon refuses to start.
+    let mut s = bed.siphon_with_env(&file, &[("SIPHON_CONTROL_ADDR", "127.0.0.1:0")]);
+    let status = s.wait(WAIT).expect("siphon exits");
+    assert_eq!(status.code(), Some(2), "{}", s.log());
+    assert!(s.log().contains("SIPHON_CONTROL_TOKEN"), "{}", s.log());
+
+    // Enabled: its own listener, bearer token required.
+    let mut s = bed.siphon_with_control(&file);
+    bed.wait_ready_status(&s, 200).await;
+    let path = "/connectors/ctl/snapshot";
+    let (status, body) = s.control_post_as(path, pause, None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = s
+        .control_post_as(path, pause, Some("test-control-token-0123456788"))
+        .await;
+    assert_eq!(status, 401);
+    let (status, _) = s.control_post_as(path, pause, Some("")).await;
+    assert_eq!(status, 401);
+    let (status, body) = s.control_post(path, pause).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = s.control_post(path, r#"{"action":"resume"}"#).await;
+    assert_eq!(status, 202, "{body}");
+    // Still not on the health listener, and the control listener serves
+    // nothing else.
+    let (status, _) = health_post(&s, path, pause).await.unwrap();
+    assert_eq!(status, 404);
+    let (status, _) = s.control_post("/metrics", "").await;
+    assert_eq!(status, 404);
+
+    // Bounded: a body over 64 KiB is refused unread ...
+    let big = format!(
+        r#"{{"action":"execute","tables":["public.t"],"pad":"{}"}}"#,
+        "x".repeat(70 * 1024)
+    );
+    let (status, _) = s.control_post(path, &big).await;
+    assert_eq!(status, 413);
+    // ... and a client that never finishes its headers is disconnected.
+    let port = s.control_port.unwrap();
+    let slow = tokio::task::spawn_blocking(move || {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        c.write_all(b"POST /connectors/ctl/snapshot HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 1024];
+        // The server closes it (or answers 408 and closes it).
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        started.elapsed()
+    });
+    let held = slow.await.unwrap();
+    assert!(
+        held < std::time::Duration::from_secs(30),
+        "a half-sent request held its connection for {held:?}"
+    );
+
+    assert!(s.stop().success());
+    assert!(
+        !s.log().contains(CONTROL_TOKEN),
+        "the token leaked into the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_connector_goes_not_ready_and_restarts() {
+    let bed = Bed::start("pan").await;
+    bed.pg.psql("pan", "CREATE TABLE t (id int PRIMARY KEY)");
+    let file = bed.connector("pan", "pan", &["public.t"], "");
+    // The reader panics on the first captured change, once.
+    let s = bed.siphon_with_env(&file, &[("FAILPOINTS", "reader_panics=1*return")]);
+    bed.wait_ready_status(&s, 200).await;
+    // Watch readiness closely from before the panic.
+    let port = s.http_port;
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let watching = std::sync::Arc::clone(&watching);
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let url = format!("http://127.0.0.1:{port}/health/ready");
+            let mut seen = Vec::new();
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(r) = client.get(&url).send().await {
+                    let status = r.status().as_u16();
+                    let body = r.text().await.unwrap_or_default();
+                    if seen.last().map(|(s, _)| *s) != Some(status) {
+                        seen.push((status, body));
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            seen
+        })
+    };
+    bed.pg.psql("pan", "INSERT INTO t VALUES (1)");
+    // It restarts from its stored offset and streams again: the change
+    // that met the panic arrives, and so do later ones.
+    poll_until(
+        WAIT,
+        "the connector to restart after its panic",
+        async || s.log().contains("panicked").then_some(()),
+    )
+    .await;
+    bed.wait_ready_status(&s, 200).await;
+    bed.pg.psql("pan", "INSERT INTO t VALUES (2)");
+    bed.wait_records("pan.public.t", 2, &s).await;
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.await.unwrap();
+    assert!(
+        seen.iter().any(|(status, _)| *status == 503),
+        "readiness never left 200 after the panic: {seen:?}\n{}",
+        s.log()
+    );
+    assert_eq!(seen.last().map(|(s, _)| *s), Some(200), "{seen:?}");
+    let transient = r#"siphon_errors_total{class="transient",connector="pan"}"#;
+    assert!(s.metric(transient).await.unwrap_or(0.0) >= 1.0);
+    assert!(
+        s.log()
+            .contains("connector pan panicked: fail point reader_panics"),
+        "{}",
+        s.log()
+    );
+}

@@ -37,30 +37,64 @@ static SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
 });
 
 /// The first version of the schema (before snapshot progress). Avro binary
-/// is the concatenation of the fields, so a record is read as this prefix
-/// and then, when bytes remain, the fields added since ([`TAIL`]); a record
-/// written by an older siphon simply has no tail.
+/// is the concatenation of the fields, and every version since added
+/// fields at the very end of the bytes, so a record is read as this prefix
+/// and then, while bytes remain, what each later version added; a record
+/// written by an older siphon simply ends earlier:
+///
+/// - v2 ([`TAIL`]): the `snapshot` field;
+/// - v3 ([`SNAPSHOT_TAIL`]): `snapshot.initial_tables`, the last field of
+///   the last field, so its bytes come last (only when `snapshot` is set).
 const OFFSET_SCHEMA_V1: &str = include_str!("../../schemas/offset-v1.avsc");
+
+/// The second version (snapshot progress without `initial_tables`).
+const OFFSET_SCHEMA_V2: &str = include_str!("../../schemas/offset-v2.avsc");
 
 static SCHEMA_V1: LazyLock<Schema> = LazyLock::new(|| {
     Schema::parse_str(OFFSET_SCHEMA_V1).expect("invariant: schemas/offset-v1.avsc is valid Avro")
 });
 
-/// The fields after [`SCHEMA_V1`]'s, as a record of their own.
+fn json(schema: &str) -> serde_json::Value {
+    serde_json::from_str(schema).expect("invariant: the offset schemas are JSON")
+}
+
+/// The fields v2 added after [`SCHEMA_V1`]'s, as a record of their own.
 static TAIL: LazyLock<Schema> = LazyLock::new(|| {
-    let full: serde_json::Value =
-        serde_json::from_str(OFFSET_SCHEMA).expect("invariant: schemas/offset.avsc is JSON");
-    let v1: serde_json::Value =
-        serde_json::from_str(OFFSET_SCHEMA_V1).expect("invariant: schemas/offset-v1.avsc is JSON");
-    let n = v1["fields"].as_array().map_or(0, Vec::len);
-    let tail: Vec<serde_json::Value> = full["fields"]
+    let n = json(OFFSET_SCHEMA_V1)["fields"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let tail: Vec<serde_json::Value> = json(OFFSET_SCHEMA_V2)["fields"]
         .as_array()
         .map(|f| f[n..].to_vec())
         .unwrap_or_default();
     let schema = serde_json::json!({
         "type": "record", "name": "OffsetTail", "namespace": "io.siphon", "fields": tail
     });
-    Schema::parse(&schema).expect("invariant: the offset schema's new fields are valid Avro")
+    Schema::parse(&schema).expect("invariant: the offset schema's v2 fields are valid Avro")
+});
+
+/// The fields v3 added to the `SnapshotProgress` record after v2's.
+static SNAPSHOT_TAIL: LazyLock<Schema> = LazyLock::new(|| {
+    let progress_fields = |schema: &str| -> Vec<serde_json::Value> {
+        let v = json(schema);
+        v["fields"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["name"] == "snapshot"))
+            .and_then(|f| f["type"].as_array())
+            .and_then(|u| u.get(1))
+            .and_then(|r| r["fields"].as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let n = progress_fields(OFFSET_SCHEMA_V2).len();
+    let tail: Vec<serde_json::Value> = progress_fields(OFFSET_SCHEMA)
+        .get(n..)
+        .map(<[_]>::to_vec)
+        .unwrap_or_default();
+    let schema = serde_json::json!({
+        "type": "record", "name": "SnapshotProgressTail", "namespace": "io.siphon", "fields": tail
+    });
+    Schema::parse(&schema).expect("invariant: the offset schema's v3 fields are valid Avro")
 });
 
 /// What a connector has durably written.
@@ -193,6 +227,17 @@ impl OffsetRecord {
                 fields.extend(more);
             }
         }
+        // v3: the snapshot progress's own new fields, when it is set.
+        let mut snapshot_tail = None;
+        if !body.is_empty() {
+            let tail = GenericDatumReader::builder(&SNAPSHOT_TAIL)
+                .build()
+                .and_then(|r| r.read_value(&mut body))
+                .map_err(|e| e.to_string())?;
+            if let Value::Record(more) = tail {
+                snapshot_tail = Some(more);
+            }
+        }
         let get = |name: &str| {
             fields
                 .iter()
@@ -225,7 +270,7 @@ impl OffsetRecord {
             written_at_ms: long("written_at_ms")?,
             snapshot: match fields.iter().find(|(n, _)| n == "snapshot") {
                 None => None,
-                Some((_, v)) => progress_from_avro(v)?,
+                Some((_, v)) => progress_from_avro(v, snapshot_tail.as_deref())?,
             },
         })
     }
@@ -252,10 +297,24 @@ fn progress_to_avro(p: &SnapshotProgress) -> Value {
             ])
         })
         .collect();
-    Value::Record(vec![("tables".into(), Value::Array(tables))])
+    let initial = p
+        .tables
+        .iter()
+        .filter(|t| t.initial)
+        .map(|t| Value::String(t.table.clone()))
+        .collect();
+    Value::Record(vec![
+        ("tables".into(), Value::Array(tables)),
+        ("initial_tables".into(), Value::Array(initial)),
+    ])
 }
 
-fn progress_from_avro(v: &Value) -> Result<Option<SnapshotProgress>, String> {
+/// `tail`: the fields v3 added (`initial_tables`), `None` in an older
+/// record.
+fn progress_from_avro(
+    v: &Value,
+    tail: Option<&[(String, Value)]>,
+) -> Result<Option<SnapshotProgress>, String> {
     let v = match v {
         Value::Union(_, inner) => inner.as_ref(),
         other => other,
@@ -269,6 +328,23 @@ fn progress_from_avro(v: &Value) -> Result<Option<SnapshotProgress>, String> {
     let Some((_, Value::Array(items))) = fields.iter().find(|(n, _)| n == "tables") else {
         return Err(bad());
     };
+    // Older records do not say which tables are an initial snapshot's:
+    // all of them count as one, so none is stopped unless forced.
+    let initial: Option<Vec<&str>> = match tail {
+        None => None,
+        Some(tail) => match tail.iter().find(|(n, _)| n == "initial_tables") {
+            Some((_, Value::Array(names))) => Some(
+                names
+                    .iter()
+                    .map(|n| match n {
+                        Value::String(s) => Ok(s.as_str()),
+                        _ => Err("field snapshot.initial_tables is malformed".to_string()),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => return Err("field snapshot.initial_tables is malformed".into()),
+        },
+    };
     let mut tables = Vec::with_capacity(items.len());
     for item in items {
         let Value::Record(f) = item else {
@@ -279,11 +355,15 @@ fn progress_from_avro(v: &Value) -> Result<Option<SnapshotProgress>, String> {
             Some(Value::Long(v)) if *v >= 0 => Ok(*v as u64),
             _ => Err(format!("field snapshot.tables.{name} is malformed")),
         };
+        let table = match get("table") {
+            Some(Value::String(s)) => s.clone(),
+            _ => return Err(bad()),
+        };
         tables.push(TableProgress {
-            table: match get("table") {
-                Some(Value::String(s)) => s.clone(),
-                _ => return Err(bad()),
-            },
+            initial: initial
+                .as_ref()
+                .is_none_or(|names| names.contains(&table.as_str())),
+            table,
             chunk_pages: long("chunk_pages")?,
             chunks: long("chunks")?,
             done: match get("done") {
@@ -579,11 +659,80 @@ mod tests {
         t.mark_done(2, 77);
         t.as_of = Some("100:110:103,105".into());
         r.snapshot = Some(SnapshotProgress {
-            tables: vec![t, TableProgress::plan("s.e".into(), 0, 256)],
+            tables: vec![
+                t,
+                TableProgress::plan("s.e".into(), 0, 256),
+                TableProgress::plan_initial("s.i".into(), 10, 256),
+            ],
         });
         let mut wire = vec![0, 0, 0, 0, 42];
         wire.extend(r.to_avro());
-        assert_eq!(OffsetRecord::from_wire(&wire).unwrap(), r);
+        let back = OffsetRecord::from_wire(&wire).unwrap();
+        assert_eq!(back, r);
+        let initial: Vec<bool> = back
+            .snapshot
+            .unwrap()
+            .tables
+            .iter()
+            .map(|t| t.initial)
+            .collect();
+        assert_eq!(initial, [false, false, true]);
+    }
+
+    #[test]
+    fn a_snapshot_written_before_initial_tables_existed_counts_as_initial() {
+        // Written with the second schema version: progress without
+        // `initial_tables`.
+        let schema = Schema::parse_str(OFFSET_SCHEMA_V2).unwrap();
+        let table = Value::Record(vec![
+            ("table".into(), Value::String("public.orders".into())),
+            ("chunk_pages".into(), Value::Long(256)),
+            ("chunks".into(), Value::Long(4)),
+            ("done".into(), Value::Bytes(vec![0b0101])),
+            ("rows".into(), Value::Long(10)),
+            ("as_of".into(), Value::Union(0, Box::new(Value::Null))),
+        ]);
+        let value = Value::Record(vec![
+            ("connector".into(), Value::String("shop".into())),
+            ("commit_lsn".into(), Value::Long(100)),
+            ("index".into(), Value::Long(4)),
+            ("txn_complete".into(), Value::Boolean(true)),
+            ("flush_lsn".into(), Value::Long(100)),
+            (
+                "system_id".into(),
+                Value::String("7300000000000000000".into()),
+            ),
+            ("timeline".into(), Value::Int(1)),
+            ("database".into(), Value::String("shop".into())),
+            ("slot".into(), Value::String("siphon_shop".into())),
+            ("written_at_ms".into(), Value::Long(1_700_000_000_000)),
+            (
+                "snapshot".into(),
+                Value::Union(
+                    1,
+                    Box::new(Value::Record(vec![(
+                        "tables".into(),
+                        Value::Array(vec![table]),
+                    )])),
+                ),
+            ),
+        ]);
+        let body = GenericDatumWriter::builder(&schema)
+            .build()
+            .and_then(|w| w.write_value_to_vec(value))
+            .unwrap();
+        let mut wire = vec![0, 0, 0, 0, 42];
+        wire.extend(body);
+        let back = OffsetRecord::from_wire(&wire).unwrap();
+        let progress = back.snapshot.unwrap();
+        assert_eq!(progress.tables.len(), 1);
+        let t = &progress.tables[0];
+        assert_eq!(
+            (t.table.as_str(), t.rows, t.chunks),
+            ("public.orders", 10, 4)
+        );
+        assert!(t.initial);
+        assert!(t.is_done(0) && !t.is_done(1) && t.is_done(2));
     }
 
     #[test]

@@ -19,8 +19,11 @@ mod heartbeat;
 mod reader;
 mod writer;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
 
 use rand::RngExt;
 use tokio::sync::{mpsc, watch};
@@ -137,6 +140,11 @@ pub enum ConnectorError {
     },
     #[error("the writer task of connector {connector} stopped unexpectedly")]
     WriterGone { connector: String },
+    #[error(
+        "connector {connector} panicked: {message}. This is a bug in siphon (please report it with the log); \
+         the connector restarts from its stored offset"
+    )]
+    Panicked { connector: String, message: String },
     #[error("snapshot of connector {connector} failed")]
     Snapshot {
         connector: String,
@@ -160,7 +168,9 @@ impl ConnectorError {
             ConnectorError::Schema { .. }
             | ConnectorError::Encode { .. }
             | ConnectorError::IncompatibleSchema { .. } => ErrorClass::Fatal,
-            ConnectorError::WriterGone { .. } => ErrorClass::Transient,
+            ConnectorError::WriterGone { .. } | ConnectorError::Panicked { .. } => {
+                ErrorClass::Transient
+            }
             ConnectorError::Snapshot { source, .. } => source.class(),
         }
     }
@@ -180,7 +190,22 @@ pub async fn supervise(
     loop {
         let started = Instant::now();
         health::set_state(name, ConnectorState::Starting);
-        let result = run_once(&cfg, &cancel).await;
+        // A panic in this run (a bug) must not leave the connector reported
+        // as streaming while nothing runs: it becomes a transient error, so
+        // the connector is not ready, then restarts from its stored offset.
+        // What the run left behind is dropped with it: its writer task ends
+        // when its channel closes, its open Kafka transaction is aborted by
+        // the next run's fencing.
+        let result = match AssertUnwindSafe(run_once(&cfg, &cancel))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(panic) => Err(ConnectorError::Panicked {
+                connector: name.to_owned(),
+                message: panic_message(panic.as_ref()),
+            }),
+        };
         if let Err(e) = &result {
             metrics()
                 .errors
@@ -218,6 +243,15 @@ pub async fn supervise(
             }
         }
     }
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// An error with its sources, for one log line.
@@ -556,7 +590,7 @@ async fn describe_tables(
     crate::snapshot::describe_all(cfg, catalog, &cfg.postgres.tables).await
 }
 
-/// A fresh snapshot of `tables`: every chunk pending.
+/// A fresh initial snapshot of `tables`: every chunk pending.
 fn plan(cfg: &ConnectorConfig, tables: &[Arc<SnapTable>]) -> SnapshotProgress {
     crate::snapshot::plan(tables, cfg.snapshot.chunk_pages)
 }

@@ -34,7 +34,7 @@ use crate::postgres::PgError;
 use crate::postgres::catalog::Catalog;
 use crate::postgres::pgoutput::{self, LogicalMessage};
 use crate::postgres::replication::{ReplicationError, ReplicationMessage, ReplicationStream};
-use crate::snapshot::incremental::{self, Control, Watermark, Windows};
+use crate::snapshot::incremental::{self, Applied, Control, Signal, Watermark, Windows};
 use crate::snapshot::{SnapshotChunk, SnapshotError, marker};
 use crate::telemetry::metrics::metrics;
 
@@ -58,7 +58,7 @@ pub(super) struct Reader {
     /// Snapshot chunks read in watermark windows while streaming.
     windows: Option<Windows>,
     /// Snapshot signals from the HTTP endpoint.
-    controls: mpsc::Receiver<Control>,
+    controls: mpsc::Receiver<Signal>,
 }
 
 /// An item on its way to the channel.
@@ -200,8 +200,8 @@ impl Reader {
                     self.report(stream, flush, false).await?;
                 }
                 ctl = self.controls.recv() => {
-                    if let Some(c) = ctl
-                        && let Flow::Stop = self.apply_control(c, None, stream, cancel).await?
+                    if let Some(Signal { control, reply }) = ctl
+                        && let Flow::Stop = self.apply_control(control, None, reply, stream, cancel).await?
                     {
                         return Ok(());
                     }
@@ -485,13 +485,17 @@ impl Reader {
             return match incremental::parse_signal(&kind, column("data").as_deref()) {
                 Ok(c) => {
                     info!(connector = %self.cfg.name, signal = %kind, "snapshot signal from the signal table");
-                    self.apply_control(c, Some(position), stream, cancel).await
+                    self.apply_control(c, Some(position), None, stream, cancel)
+                        .await
                 }
                 Err(e) => {
                     tracing::warn!(connector = %self.cfg.name, signal = %kind, error = %e, "signal ignored");
                     Ok(Flow::Continue)
                 }
             };
+        }
+        if crate::failpoint::fires(crate::failpoint::READER_PANICS).is_some() {
+            panic!("fail point {}", crate::failpoint::READER_PANICS);
         }
         let event = ChangeEvent {
             position,
@@ -510,11 +514,13 @@ impl Reader {
     }
 
     /// Applies a snapshot signal; the progress it changes is stored (at the
-    /// signal's own position, for one from the signal table).
+    /// signal's own position, for one from the signal table). `reply`
+    /// hears whether it was applied or refused.
     async fn apply_control(
         &mut self,
         control: Control,
         position: Option<Position>,
+        reply: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
         stream: &mut ReplicationStream,
         cancel: &CancellationToken,
     ) -> Result<Flow, ConnectorError> {
@@ -528,7 +534,19 @@ impl Reader {
         let Some(windows) = self.windows.as_mut() else {
             return Ok(Flow::Continue);
         };
-        let Some(progress) = windows.control(control).await.map_err(snap)? else {
+        let applied = windows.control(control).await.map_err(snap)?;
+        let answer = match &applied {
+            Applied::Refused(reason) => {
+                tracing::warn!(connector = %self.cfg.name, reason = %reason, "snapshot signal refused");
+                Err(reason.clone())
+            }
+            _ => Ok(()),
+        };
+        if let Some(reply) = reply {
+            // The requester may have stopped waiting: nothing to do then.
+            let _ = reply.send(answer);
+        }
+        let Applied::Changed(progress) = applied else {
             return Ok(Flow::Continue);
         };
         let chunk = SnapshotChunk {

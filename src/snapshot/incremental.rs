@@ -28,7 +28,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::progress::{PgSnapshot, SnapshotProgress, TableProgress};
@@ -48,18 +48,43 @@ pub enum Control {
     /// Start no new window until resumed.
     Pause,
     Resume,
-    /// Drop every pending chunk (of these tables, or all).
-    Stop(Vec<TableName>),
+    /// Drop every pending chunk (of these tables, or all). The rest of an
+    /// initial snapshot is dropped only when `force` is set: its rows are
+    /// in no topic yet, and nothing would ever write them.
+    Stop {
+        tables: Vec<TableName>,
+        force: bool,
+    },
+}
+
+/// A signal on its way to a connector's reader, with where to say what
+/// became of it.
+#[derive(Debug)]
+pub struct Signal {
+    pub control: Control,
+    /// `Err(reason)` when the connector refused it.
+    pub reply: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// What a signal did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Nothing to store (pause, resume).
+    Unchanged,
+    /// The progress to store (`None`: no snapshot left).
+    Changed(Option<SnapshotProgress>),
+    /// Refused; nothing changed. The reason, for the reply and the log.
+    Refused(String),
 }
 
 /// Where signals reach running connectors: connector name → its reader.
 static CONTROLS: std::sync::LazyLock<
-    std::sync::Mutex<std::collections::HashMap<String, mpsc::Sender<Control>>>,
+    std::sync::Mutex<std::collections::HashMap<String, mpsc::Sender<Signal>>>,
 > = std::sync::LazyLock::new(Default::default);
 
 /// Registers a streaming connector's signal receiver (replacing the one
 /// of a previous run).
-pub fn register(connector: &str) -> mpsc::Receiver<Control> {
+pub fn register(connector: &str) -> mpsc::Receiver<Signal> {
     let (tx, rx) = mpsc::channel(16);
     if let Ok(mut m) = CONTROLS.lock() {
         m.insert(connector.to_owned(), tx);
@@ -76,14 +101,23 @@ pub enum SignalError {
     Busy,
 }
 
-/// Delivers a signal to a streaming connector.
-pub fn signal(connector: &str, control: Control) -> Result<(), SignalError> {
+/// Delivers a signal to a streaming connector; the receiver gets what
+/// became of it once the connector has applied it.
+pub fn signal(
+    connector: &str,
+    control: Control,
+) -> Result<oneshot::Receiver<Result<(), String>>, SignalError> {
     let tx = CONTROLS
         .lock()
         .ok()
         .and_then(|m| m.get(connector).cloned())
         .ok_or(SignalError::NotStreaming)?;
-    tx.try_send(control).map_err(|e| match e {
+    let (reply, answer) = oneshot::channel();
+    let signal = Signal {
+        control,
+        reply: Some(reply),
+    };
+    tx.try_send(signal).map(|()| answer).map_err(|e| match e {
         mpsc::error::TrySendError::Full(_) => SignalError::Busy,
         mpsc::error::TrySendError::Closed(_) => SignalError::NotStreaming,
     })
@@ -91,14 +125,19 @@ pub fn signal(connector: &str, control: Control) -> Result<(), SignalError> {
 
 /// Parses a signal the way Debezium's signal table carries it: `type`
 /// (`execute-snapshot`, `stop-snapshot`, `pause-snapshot`,
-/// `resume-snapshot`) and `data` (JSON, `{"data-collections": ["schema.table", …]}`).
+/// `resume-snapshot`) and `data` (JSON, `{"data-collections": ["schema.table", …]}`;
+/// a stop also takes `"force": true`, to drop an initial snapshot's rest).
 pub fn parse_signal(kind: &str, data: Option<&str>) -> Result<Control, String> {
+    // Parsed only by the signals that use it.
+    let data = || -> Result<Option<serde_json::Value>, String> {
+        data.filter(|d| !d.trim().is_empty())
+            .map(|d| serde_json::from_str(d).map_err(|e| format!("data is not JSON: {e}")))
+            .transpose()
+    };
     let tables = || -> Result<Vec<TableName>, String> {
-        let Some(data) = data.filter(|d| !d.trim().is_empty()) else {
+        let Some(v) = data()? else {
             return Ok(Vec::new());
         };
-        let v: serde_json::Value =
-            serde_json::from_str(data).map_err(|e| format!("data is not JSON: {e}"))?;
         if let Some(t) = v.get("type").and_then(|t| t.as_str())
             && !t.eq_ignore_ascii_case("incremental")
         {
@@ -132,7 +171,17 @@ pub fn parse_signal(kind: &str, data: Option<&str>) -> Result<Control, String> {
             }
             Ok(Control::Execute(t))
         }
-        "stop-snapshot" => Ok(Control::Stop(tables()?)),
+        "stop-snapshot" => {
+            let force = match data()?.as_ref().and_then(|d| d.get("force")) {
+                None => false,
+                Some(serde_json::Value::Bool(b)) => *b,
+                Some(_) => return Err("\"force\" must be true or false".into()),
+            };
+            Ok(Control::Stop {
+                tables: tables()?,
+                force,
+            })
+        }
         "pause-snapshot" => Ok(Control::Pause),
         "resume-snapshot" => Ok(Control::Resume),
         other => Err(format!(
@@ -422,23 +471,20 @@ impl Windows {
         Watermark::Closed(Box::new(chunk), rows.bytes)
     }
 
-    /// Applies a signal; returns the progress to store when it changed.
-    pub async fn control(
-        &mut self,
-        c: Control,
-    ) -> Result<Option<Option<SnapshotProgress>>, SnapshotError> {
+    /// Applies a signal.
+    pub async fn control(&mut self, c: Control) -> Result<Applied, SnapshotError> {
         match c {
             Control::Pause => {
                 self.paused = true;
                 tracing::info!(connector = %self.cfg.name, "snapshot paused");
-                Ok(None)
+                Ok(Applied::Unchanged)
             }
             Control::Resume => {
                 self.paused = false;
                 tracing::info!(connector = %self.cfg.name, "snapshot resumed");
-                Ok(None)
+                Ok(Applied::Unchanged)
             }
-            Control::Stop(tables) => {
+            Control::Stop { tables, force } => {
                 let stop_all = tables.is_empty();
                 let names: Vec<String> = tables.iter().map(ToString::to_string).collect();
                 // A name is a captured table (all its partitions) or one part.
@@ -451,6 +497,27 @@ impl Windows {
                             || names.iter().any(|n| **n == *t.label))
                     })
                     .collect();
+                let initial: Vec<&str> = self
+                    .progress
+                    .tables
+                    .iter()
+                    .zip(&keep)
+                    .filter(|(t, keep)| !**keep && t.initial && !t.complete())
+                    .map(|(t, _)| t.table.as_str())
+                    .collect();
+                if !initial.is_empty() {
+                    let list = initial.join(", ");
+                    if !force {
+                        return Ok(Applied::Refused(format!(
+                            "stop refused: the snapshot of {list} is the rest of the initial snapshot \
+                             (interrupted, now read in watermark windows); its remaining rows are in no \
+                             topic yet and nothing would ever write them. Stop other tables by name, or \
+                             send \"force\": true to drop it anyway (then snapshot those tables again \
+                             with execute-snapshot)"
+                        )));
+                    }
+                    tracing::warn!(connector = %self.cfg.name, tables = %list, "initial snapshot's rest dropped on a forced stop: those tables' unread rows are in no topic; execute-snapshot them again to write them");
+                }
                 if let Some(w) = &self.open
                     && !keep[w.table]
                 {
@@ -470,7 +537,7 @@ impl Windows {
                     w.table = keep[..w.table].iter().filter(|&&k| k).count();
                 }
                 tracing::info!(connector = %self.cfg.name, tables = ?names, "snapshot stopped");
-                Ok(Some(
+                Ok(Applied::Changed(
                     (!self.progress.complete()).then(|| self.progress.clone()),
                 ))
             }
@@ -491,7 +558,7 @@ impl Windows {
                     }
                     tracing::info!(connector = %self.cfg.name, table = %name, "incremental snapshot of table requested");
                 }
-                Ok(Some(
+                Ok(Applied::Changed(
                     (!self.progress.complete()).then(|| self.progress.clone()),
                 ))
             }
@@ -551,6 +618,12 @@ async fn window_task(
         )
         .await
         .map_err(mark("write the low watermark"))?;
+    if let Some(ms) = crate::failpoint::fires(crate::failpoint::SLOW_WINDOW) {
+        tokio::time::sleep(std::time::Duration::from_millis(
+            ms.parse().unwrap_or(1_000),
+        ))
+        .await;
+    }
     let rows = read_chunk(client, table, chunk, range, as_of, !table.has_key()).await?;
     if tx.send(Ok(rows)).await.is_err() {
         return Ok(());
@@ -588,7 +661,28 @@ mod tests {
         );
         assert_eq!(
             parse_signal("stop-snapshot", None),
-            Ok(Control::Stop(vec![]))
+            Ok(Control::Stop {
+                tables: vec![],
+                force: false
+            })
+        );
+        assert_eq!(
+            parse_signal(
+                "stop-snapshot",
+                Some(r#"{"data-collections": ["public.b"], "force": true}"#)
+            ),
+            Ok(Control::Stop {
+                tables: vec![TableName {
+                    schema: "public".into(),
+                    table: "b".into()
+                }],
+                force: true
+            })
+        );
+        assert!(parse_signal("stop-snapshot", Some(r#"{"force": "yes"}"#)).is_err());
+        assert_eq!(
+            parse_signal("pause-snapshot", Some("not json")),
+            Ok(Control::Pause)
         );
         assert!(parse_signal("execute-snapshot", Some("{}")).is_err());
         assert!(parse_signal("execute-snapshot", Some(r#"{"data-collections":["x"]}"#)).is_err());

@@ -384,6 +384,7 @@ pub fn align(
                 let mut plan =
                     progress::TableProgress::plan(part.label.to_string(), part.pages, chunk_pages);
                 plan.as_of.clone_from(&entry.as_of);
+                plan.initial = entry.initial;
                 tables.push(Arc::clone(part));
                 aligned.tables.push(plan);
             }
@@ -392,12 +393,14 @@ pub fn align(
     (tables, aligned)
 }
 
-/// A fresh snapshot of `parts`: every chunk pending.
+/// A fresh initial snapshot of `parts`: every chunk pending.
 pub fn plan(parts: &[Arc<SnapTable>], chunk_pages: u64) -> SnapshotProgress {
     SnapshotProgress {
         tables: parts
             .iter()
-            .map(|t| progress::TableProgress::plan(t.label.to_string(), t.pages, chunk_pages))
+            .map(|t| {
+                progress::TableProgress::plan_initial(t.label.to_string(), t.pages, chunk_pages)
+            })
             .collect(),
     }
 }

@@ -27,6 +27,14 @@ pub struct TableProgress {
     /// after it (the stream carries those). `None` for incremental
     /// snapshots.
     pub as_of: Option<String>,
+    /// The table's chunks are the rest of an initial snapshot (one the
+    /// connector's `snapshot.mode` asked for, read under the slot's
+    /// exported snapshot or, when the slot already existed, in watermark
+    /// windows), not of an incremental one a signal asked for. Its rows
+    /// are in no topic yet, so a `stop` signal leaves it alone unless
+    /// forced. Records written before siphon stored this say nothing: read
+    /// back, their tables count as initial (the safe side).
+    pub initial: bool,
 }
 
 impl TableProgress {
@@ -42,6 +50,15 @@ impl TableProgress {
             done: vec![0; chunks.div_ceil(8) as usize],
             rows: 0,
             as_of: None,
+            initial: false,
+        }
+    }
+
+    /// [`TableProgress::plan`] for an initial snapshot.
+    pub fn plan_initial(table: String, pages: u64, chunk_pages: u64) -> TableProgress {
+        TableProgress {
+            initial: true,
+            ..TableProgress::plan(table, pages, chunk_pages)
         }
     }
 

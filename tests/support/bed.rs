@@ -99,6 +99,11 @@ impl Bed {
         Siphon::start(connector, self.dir.path(), env)
     }
 
+    /// siphon with its control listener enabled (see [`Siphon::start_with`]).
+    pub fn siphon_with_control(&self, connector: &Path) -> Siphon {
+        Siphon::start_with(connector, self.dir.path(), &[], true)
+    }
+
     /// Runs siphon until it exits by itself, which must be a failure (a
     /// fatal error), and returns its log.
     pub fn run_until_fatal(&self, connector: &Path, env: &[(&str, &str)]) -> String {

@@ -79,16 +79,32 @@ url = "{registry_url}"
     path
 }
 
+/// The control listener's bearer token in tests.
+pub const CONTROL_TOKEN: &str = "test-control-token-0123456789";
+
 /// A running siphon process. Killed on drop.
 pub struct Siphon {
     child: Option<Child>,
     log: PathBuf,
     /// Port of its HTTP server (health and metrics).
     pub http_port: u16,
+    /// Port of its control listener, when enabled.
+    pub control_port: Option<u16>,
 }
 
 impl Siphon {
     pub fn start(connector: &Path, log_dir: &Path, env: &[(&str, &str)]) -> Siphon {
+        Siphon::start_with(connector, log_dir, env, false)
+    }
+
+    /// [`Siphon::start`]; with `control`, the control listener is enabled
+    /// on a free port with [`CONTROL_TOKEN`] (passed in the environment).
+    pub fn start_with(
+        connector: &Path,
+        log_dir: &Path,
+        env: &[(&str, &str)],
+        control: bool,
+    ) -> Siphon {
         let n = std::fs::read_dir(log_dir).map(|d| d.count()).unwrap_or(0);
         let log = log_dir.join(format!("siphon-{n}.log"));
         let file = std::fs::File::create(&log).expect("siphon log");
@@ -99,8 +115,17 @@ impl Siphon {
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{http_port}"))
             .env("RUST_LOG", "warn,siphon=debug")
+            .env_remove("SIPHON_CONTROL_ADDR")
+            .env_remove("SIPHON_CONTROL_TOKEN")
+            .env_remove("SIPHON_CONTROL_TOKEN_FILE")
             .stdout(Stdio::from(file.try_clone().expect("log handle")))
             .stderr(Stdio::from(file));
+        let control_port = control.then(super::kafka::free_port);
+        if let Some(port) = control_port {
+            cmd.arg("--control-addr")
+                .arg(format!("127.0.0.1:{port}"))
+                .env("SIPHON_CONTROL_TOKEN", CONTROL_TOKEN);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -109,7 +134,37 @@ impl Siphon {
             child: Some(child),
             log,
             http_port,
+            control_port,
         }
+    }
+
+    /// POST with a JSON body to the control listener, with
+    /// [`CONTROL_TOKEN`] as bearer token: (status, body).
+    pub async fn control_post(&self, path: &str, body: &str) -> (u16, String) {
+        self.control_post_as(path, body, Some(CONTROL_TOKEN)).await
+    }
+
+    /// POST to the control listener with the given bearer token (none:
+    /// no `Authorization` header).
+    pub async fn control_post_as(
+        &self,
+        path: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> (u16, String) {
+        let port = self
+            .control_port
+            .expect("siphon started with the control listener");
+        let mut request = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}{path}"))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .timeout(Duration::from_secs(30));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let r = request.send().await.expect("post to the control listener");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
     }
 
     /// GET on siphon's HTTP server: (status, body); None when it does not answer.

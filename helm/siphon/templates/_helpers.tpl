@@ -95,6 +95,9 @@ Checks of combinations the schema cannot express.
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.service.enabled: a ServiceMonitor scrapes through the Service" }}
 {{- end }}
+{{- if and .Values.control.enabled (not .Values.control.token.secretName) }}
+{{- fail "control.enabled needs control.token.secretName: the Secret holding the control endpoint's bearer token" }}
+{{- end }}
 {{- if and (or .Values.existingSecret.env .Values.existingSecret.files.enabled) (not .Values.existingSecret.name) }}
 {{- fail "existingSecret.env and existingSecret.files need existingSecret.name: the Secret to take them from" }}
 {{- end }}
