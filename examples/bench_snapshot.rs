@@ -71,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
     // Baselines: COPY out to /dev/null, binary then text (warm cache for both).
     let copy = |format: &str| -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let status = Command::new(format!("{}/psql", postgres::PG_BIN))
+        let status = Command::new(format!("{}/psql", postgres::CLIENT_BIN))
             .args(["-X", "-q", "-h", "127.0.0.1", "-p", &pg.port().to_string()])
             .args(["-U", "postgres", "-d", "bench", "-c"])
             .arg(format!("COPY items TO STDOUT (FORMAT {format})"))

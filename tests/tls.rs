@@ -59,6 +59,7 @@ fn catalog_config(pg: &PgCluster, host: &str, ssl: &SslConfig) -> PostgresConfig
         status_interval_ms: 10_000,
         ssl: ssl.clone(),
         publish_via_partition_root: true,
+        failover_slot: false,
         insert_only_tables: Vec::new(),
     }
 }

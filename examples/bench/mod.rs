@@ -126,7 +126,7 @@ impl StreamBed {
     /// /dev/null up to `end_lsn` — how fast PostgreSQL emits the changes.
     pub fn recvlogical_to(&self, end_lsn: &str) -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let status = Command::new(format!("{}/pg_recvlogical", postgres::PG_BIN))
+        let status = Command::new(format!("{}/pg_recvlogical", postgres::CLIENT_BIN))
             .args(["-h", "127.0.0.1", "-p", &self.pg.port().to_string()])
             .args(["-U", "postgres", "-d", "bench", "--slot", "baseline"])
             .args(["--start", "--no-loop", "-f", "/dev/null"])

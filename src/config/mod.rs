@@ -117,6 +117,9 @@ pub struct PostgresConfig {
     /// captured with a null Kafka key. PostgreSQL refuses their UPDATE and
     /// DELETE while they are published.
     pub insert_only_tables: Vec<TableName>,
+    /// Create the slot as a failover slot (PostgreSQL 17+: synchronized to
+    /// standbys with `sync_replication_slots`, so it survives a failover).
+    pub failover_slot: bool,
 }
 
 /// Whether and how the connections to PostgreSQL use TLS; the modes and
@@ -518,6 +521,7 @@ fn read_connector(
         .optional("publish_via_partition_root")
         .unwrap_or_else(default_publish_via_partition_root);
     let insert_only_names: Vec<String> = pg.optional("insert_only_tables").unwrap_or_default();
+    let failover_slot = pg.optional("failover_slot").unwrap_or(false);
     if !slot.is_empty() && !is_slot_name(&slot) {
         pg.problem_at(
             "slot",
@@ -714,6 +718,7 @@ fn read_connector(
             ssl,
             publish_via_partition_root,
             insert_only_tables,
+            failover_slot,
         },
         kafka: KafkaConfig {
             bootstrap_servers: bootstrap_servers?,

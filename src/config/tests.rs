@@ -216,7 +216,7 @@ fn reports_every_problem_at_once() {
         vec![
             format!("{file}: postgres.user: is required"),
             format!(
-                "{file}: postgres.usr: unknown key; did you mean \"user\"? (known keys: host, port, database, user, password_env, password_file, slot, publication, create_slot, create_publication, tables, connect_timeout_ms, status_interval_ms, ssl_mode, ssl_root_cert_file, ssl_cert_file, ssl_key_file, publish_via_partition_root, insert_only_tables)"
+                "{file}: postgres.usr: unknown key; did you mean \"user\"? (known keys: host, port, database, user, password_env, password_file, slot, publication, create_slot, create_publication, tables, connect_timeout_ms, status_interval_ms, ssl_mode, ssl_root_cert_file, ssl_cert_file, ssl_key_file, publish_via_partition_root, insert_only_tables, failover_slot)"
             ),
             format!("{file}: kafka.batch_max_events: must be >= 1, got 0"),
             format!(

@@ -399,8 +399,11 @@ async fn run_once(
             } else {
                 SnapshotAction::Export
             };
-            let created = repl.create_slot(&pg.slot, action).await.map_err(repl_err)?;
-            info!(connector = %name, slot = %pg.slot, consistent_point = %created.consistent_point, "created replication slot");
+            let created = repl
+                .create_slot_with(&pg.slot, action, pg.failover_slot)
+                .await
+                .map_err(repl_err)?;
+            info!(connector = %name, slot = %pg.slot, consistent_point = %created.consistent_point, failover = pg.failover_slot, "created replication slot");
             slot_confirmed = Some(created.consistent_point);
             if let Some(snapshot) = created.snapshot_name {
                 exported = Some((snapshot, created.consistent_point));
@@ -418,6 +421,19 @@ async fn run_once(
                     found_db: state.database,
                 }
                 .into());
+            }
+            if pg.failover_slot && state.failover == Some(false) {
+                // Streaming works the same; only a standby's promotion
+                // would lose the slot. Not changed here: the slot may be
+                // someone else's choice.
+                warn!(
+                    connector = %name,
+                    slot = %pg.slot,
+                    "postgres.failover_slot is true but slot {} is not a failover slot; siphon only sets it on the slots it creates: run psql \"dbname={} replication=database\" -c 'ALTER_REPLICATION_SLOT {} (FAILOVER true)'",
+                    pg.slot,
+                    pg.database,
+                    pg.slot
+                );
             }
         }
     }

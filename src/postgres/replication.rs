@@ -504,15 +504,39 @@ impl ReplicationClient {
         name: &str,
         snapshot: SnapshotAction,
     ) -> Result<CreatedSlot, ReplicationError> {
-        let action = match snapshot {
-            SnapshotAction::NoExport => "NOEXPORT_SNAPSHOT",
-            SnapshotAction::Export => "EXPORT_SNAPSHOT",
-            SnapshotAction::Use => "USE_SNAPSHOT",
+        self.create_slot_with(name, snapshot, false).await
+    }
+
+    /// [`Self::create_slot`], as a failover slot when `failover` is set
+    /// (`(SNAPSHOT '...', FAILOVER true)`, PostgreSQL 17 and later; older
+    /// servers refuse the option, so it is only sent when asked for).
+    pub async fn create_slot_with(
+        &mut self,
+        name: &str,
+        snapshot: SnapshotAction,
+        failover: bool,
+    ) -> Result<CreatedSlot, ReplicationError> {
+        let command = if failover {
+            let action = match snapshot {
+                SnapshotAction::NoExport => "nothing",
+                SnapshotAction::Export => "export",
+                SnapshotAction::Use => "use",
+            };
+            format!(
+                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT '{action}', FAILOVER true)",
+                quote_identifier(name)
+            )
+        } else {
+            let action = match snapshot {
+                SnapshotAction::NoExport => "NOEXPORT_SNAPSHOT",
+                SnapshotAction::Export => "EXPORT_SNAPSHOT",
+                SnapshotAction::Use => "USE_SNAPSHOT",
+            };
+            format!(
+                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {action}",
+                quote_identifier(name)
+            )
         };
-        let command = format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {action}",
-            quote_identifier(name)
-        );
         let rows = self.simple_query(&command).await?;
         let row = single_row(&rows, "CREATE_REPLICATION_SLOT", 3)?;
         Ok(CreatedSlot {

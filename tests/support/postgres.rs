@@ -1,10 +1,19 @@
-//! A throwaway PostgreSQL 15 cluster for integration tests.
+//! A throwaway PostgreSQL cluster for integration tests.
 //!
 //! Each [`PgCluster`] is its own `initdb` in a fresh temporary directory,
 //! listening on `127.0.0.1` on a free port and on a unix socket inside that
 //! directory. It never touches the machine's own PostgreSQL service (port
-//! 5432): only the binaries in [`PG_BIN`] are used. Dropping the cluster stops
-//! the server (`immediate`) and removes the directory.
+//! 5432): only the server binaries in [`server_bin`] and the client tools in
+//! [`CLIENT_BIN`] are used. Dropping the cluster stops the server
+//! (`immediate`) and removes the directory.
+//!
+//! The server's major version comes from one environment variable,
+//! `SIPHON_TEST_PG` (`15`, `16`, `17` or `18`; 15 when unset): 15 is
+//! Debian's (`/usr/lib/postgresql/15/bin`), 16-18 are the prebuilt servers
+//! `scripts/install-deps.sh` puts in `/usr/local/lib/siphon-pg/<major>/bin`
+//! (`SIPHON_PG_ROOT` moves that root). The client tools (psql, pg_isready,
+//! pg_recvlogical) stay Debian's 15 ones, which talk to every server. A
+//! test of a feature some versions lack asks [`require_server`] first.
 //!
 //! `initdb` and `pg_ctl` refuse to run as root, so when the tests run as root
 //! the server commands go through `runuser -u postgres --` and the directory
@@ -30,8 +39,64 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where the PostgreSQL 15 binaries of the machine image live.
-pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Where Debian's PostgreSQL 15 binaries live: the client tools for every
+/// server version, and the server itself for version 15.
+pub const CLIENT_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// The variable naming the server's major version.
+pub const VERSION_VAR: &str = "SIPHON_TEST_PG";
+
+/// The server majors the test bed runs.
+pub const SUPPORTED_MAJORS: [u32; 4] = [15, 16, 17, 18];
+
+/// The server's major version under test: `SIPHON_TEST_PG`, 15 when unset.
+/// Panics on anything but a supported major: a typo must not quietly test
+/// version 15.
+pub fn server_major() -> u32 {
+    match std::env::var(VERSION_VAR) {
+        Err(std::env::VarError::NotPresent) => 15,
+        Ok(v) if v.trim().is_empty() => 15,
+        Ok(v) => match v.trim().parse::<u32>() {
+            Ok(major) if SUPPORTED_MAJORS.contains(&major) => major,
+            _ => panic!("{VERSION_VAR}={v:?}: expected one of {SUPPORTED_MAJORS:?}"),
+        },
+        Err(e) => panic!("{VERSION_VAR}: {e}"),
+    }
+}
+
+/// The directory of the server binaries (initdb, pg_ctl, postgres) for
+/// [`server_major`].
+pub fn server_bin() -> PathBuf {
+    match server_major() {
+        15 => PathBuf::from(CLIENT_BIN),
+        major => {
+            let root = std::env::var("SIPHON_PG_ROOT")
+                .unwrap_or_else(|_| "/usr/local/lib/siphon-pg".to_owned());
+            Path::new(&root).join(major.to_string()).join("bin")
+        }
+    }
+}
+
+/// Whether the server under test is at least `min_major`. When it is not,
+/// prints why the calling test checks nothing and returns false; the test
+/// then returns early. Only for features a server version lacks.
+pub fn require_server(min_major: u32, feature: &str) -> bool {
+    let major = server_major();
+    if major >= min_major {
+        return true;
+    }
+    skipped(&format!(
+        "{feature} needs PostgreSQL {min_major} or later; this run is on PostgreSQL {major} \
+         ({VERSION_VAR}={major})"
+    ));
+    false
+}
+
+/// Prints `SKIPPED: <why>` on stderr past the test harness's capture, so
+/// that the run's output says which test checked nothing.
+pub fn skipped(why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+}
 
 /// The superuser every cluster is created with.
 const SUPERUSER: &str = "postgres";
@@ -190,6 +255,14 @@ impl PgCluster {
                 ),
             );
         }
+        // The run is on the version it says, whatever is installed where.
+        let num = cluster.psql("postgres", "SHOW server_version_num");
+        assert_eq!(
+            num.parse::<u32>().ok().map(|n| n / 10_000),
+            Some(server_major()),
+            "server_version_num {num} is not PostgreSQL {} ({VERSION_VAR})",
+            server_major()
+        );
         cluster
     }
 
@@ -502,7 +575,13 @@ impl PgCluster {
     /// are root, from the cluster directory (initdb fails when it cannot
     /// read the current directory).
     fn server_command(&self, bin: &str) -> Command {
-        let path = Path::new(PG_BIN).join(bin);
+        let path = server_bin().join(bin);
+        assert!(
+            path.exists(),
+            "{} is missing: run scripts/install-deps.sh ({VERSION_VAR}={})",
+            path.display(),
+            server_major()
+        );
         let mut cmd = if self.as_postgres {
             let mut cmd = Command::new("runuser");
             cmd.args(["-u", "postgres", "--"]).arg(path);
@@ -629,7 +708,7 @@ fn openssl(cmd: &mut Command) {
 
 /// A client binary (psql, pg_isready), run as whoever we are.
 fn pg_command(bin: &str) -> Command {
-    let mut cmd = Command::new(Path::new(PG_BIN).join(bin));
+    let mut cmd = Command::new(Path::new(CLIENT_BIN).join(bin));
     clear_pg_env(&mut cmd);
     cmd
 }
