@@ -11,7 +11,10 @@ use crate::kafka::topic;
 /// One line of the report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
+    /// Not a problem (an `ok` line or a warning).
     pub ok: bool,
+    /// Works, but weakens security: a WARN line.
+    pub warning: bool,
     pub component: &'static str,
     pub message: String,
 }
@@ -20,6 +23,17 @@ impl Finding {
     pub fn ok(component: &'static str, message: String) -> Finding {
         Finding {
             ok: true,
+            warning: false,
+            component,
+            message,
+        }
+    }
+
+    /// A WARN line: not a problem, but the operator should change it.
+    pub fn warn(component: &'static str, message: String) -> Finding {
+        Finding {
+            ok: true,
+            warning: true,
             component,
             message,
         }
@@ -28,6 +42,7 @@ impl Finding {
     pub fn problem(component: &'static str, message: String) -> Finding {
         Finding {
             ok: false,
+            warning: false,
             component,
             message,
         }
@@ -39,6 +54,11 @@ pub async fn check_connector(cfg: &ConnectorConfig) -> Vec<Finding> {
     let mut findings = crate::postgres::preflight::check(cfg).await;
     findings.extend(crate::kafka::preflight::check(cfg).await);
     findings.extend(check_registry(cfg).await);
+    findings.extend(
+        cfg.security_warnings()
+            .into_iter()
+            .map(|(component, message)| Finding::warn(component, message)),
+    );
     findings
 }
 
@@ -97,7 +117,11 @@ pub fn render(cfg: &ConnectorConfig, findings: &[Finding]) -> (String, bool) {
     let mut out = String::new();
     let _ = writeln!(out, "{} (connector {})", cfg.file.display(), cfg.name);
     for f in findings {
-        let mark = if f.ok { "ok     " } else { "PROBLEM" };
+        let mark = match (f.ok, f.warning) {
+            (false, _) => "PROBLEM",
+            (true, true) => "WARN   ",
+            (true, false) => "ok     ",
+        };
         let _ = writeln!(out, "  {mark} {}: {}", f.component, f.message);
     }
     let problems = findings.iter().filter(|f| !f.ok).count();

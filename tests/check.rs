@@ -99,3 +99,64 @@ async fn check_reports_each_problem_with_its_fix() {
         assert!(report.contains(line), "missing {line:?} in:\n{report}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_about_exposed_credentials_and_never_prints_a_secret() {
+    const KAFKA_SECRET: &str = "Planted-Kafka-Secret-4e1b";
+    let bed = Bed::start("shop").await;
+    bed.pg
+        .psql("shop", "CREATE TABLE orders (id int PRIMARY KEY)");
+    let file = bed.connector_with(
+        "shop",
+        "shop",
+        &["public.orders"],
+        "[kafka.properties_env]\n\"security.protocol\" = \"CHECK_KAFKA_SECRET\"",
+        "password_env = \"CHECK_PG_PASSWORD\"",
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!("{text}username = \"siphon\"\npassword_env = \"CHECK_REGISTRY_PASSWORD\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_siphon"))
+        .arg("check")
+        .arg(&file)
+        .env("CHECK_KAFKA_SECRET", KAFKA_SECRET)
+        .env("CHECK_PG_PASSWORD", "pg-password")
+        .env("CHECK_REGISTRY_PASSWORD", "registry-password")
+        .output()
+        .expect("run siphon check");
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // librdkafka refuses the value; the report says where, not what.
+    assert!(
+        report.contains("PROBLEM kafka: invalid client settings")
+            && report.contains("security.protocol"),
+        "{report}"
+    );
+    assert!(
+        !report.contains(KAFKA_SECRET),
+        "the secret leaked:\n{report}"
+    );
+    assert!(
+        !report.contains("pg-password") && !report.contains("registry-password"),
+        "{report}"
+    );
+    // Working but unsafe settings are warnings, not problems.
+    assert!(
+        report.contains(
+            "WARN    postgres: postgres.ssl_mode = prefer does not verify the server's certificate"
+        ) && report.contains("verify-full"),
+        "{report}"
+    );
+    assert!(
+        report.contains("WARN    registry: registry.url http://127.0.0.1:")
+            && report.contains("use https://"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("PROBLEM postgres") && !report.contains("PROBLEM registry"),
+        "{report}"
+    );
+}

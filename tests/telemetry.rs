@@ -117,6 +117,14 @@ async fn a_planted_secret_and_row_values_never_reach_logs_or_metrics() {
         log.contains("streaming"),
         "the log is not what the test thinks:\n{log}"
     );
+    // A password over an unverified connection (ssl_mode prefer, the
+    // default) is warned about, once, at start.
+    assert_eq!(
+        log.matches("does not verify the server's certificate")
+            .count(),
+        1,
+        "{log}"
+    );
     for (what, text) in [("log", &log), ("metrics", &metrics), ("readiness", &ready)] {
         assert!(!text.contains(SECRET), "the secret leaked into the {what}");
         assert!(

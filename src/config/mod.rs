@@ -84,6 +84,49 @@ pub struct ConnectorConfig {
     pub snapshot: SnapshotConfig,
 }
 
+impl ConnectorConfig {
+    /// Settings that work but expose a credential: (component, message),
+    /// logged once when the connector starts and printed by `siphon check`
+    /// as WARN lines (not problems).
+    pub fn security_warnings(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let pg = &self.postgres;
+        if pg.password.is_some()
+            && matches!(pg.ssl.mode, SslMode::Prefer | SslMode::Require)
+            && !pg.ssl.verifies_chain()
+        {
+            out.push((
+                "postgres",
+                format!(
+                    "postgres.ssl_mode = {} does not verify the server's certificate, so the password \
+                     (cleartext or md5 if the server asks for them, over plain TCP when prefer falls back) \
+                     can go to whoever answers at {}:{}: set postgres.ssl_mode = \"verify-full\" \
+                     (with postgres.ssl_root_cert_file for a private CA)",
+                    pg.ssl.mode, pg.host, pg.port
+                ),
+            ));
+        }
+        let registry = &self.registry;
+        if registry.password.is_some()
+            && registry
+                .url
+                .get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+        {
+            out.push((
+                "registry",
+                format!(
+                    "registry.url {} is plain http: the basic-auth password of registry.username {} \
+                     crosses the network in clear with every request; use https://",
+                    registry.url,
+                    registry.username.as_deref().unwrap_or("")
+                ),
+            ));
+        }
+        out
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct PostgresConfig {
     pub host: String,

@@ -116,6 +116,33 @@ fn is_authorization_error(e: &RdKafkaError) -> bool {
     )
 }
 
+/// `e` with every value of a secret property (`kafka.properties_env`,
+/// `kafka.properties_file`) replaced by `***`: librdkafka's configuration
+/// errors quote the value they refuse, and these errors reach logs and
+/// `siphon check`'s report.
+pub(crate) fn redact(cfg: &ConnectorConfig, e: RdKafkaError) -> RdKafkaError {
+    let secrets = &cfg.kafka.secret_properties;
+    let scrub = |text: &str| {
+        secrets
+            .values()
+            .map(|s| s.expose())
+            .filter(|s| !s.is_empty())
+            .fold(text.to_owned(), |t, s| t.replace(s, "***"))
+    };
+    match e {
+        RdKafkaError::ClientConfig(res, desc, key, value) => {
+            let value = if secrets.contains_key(&key) {
+                "***".to_owned()
+            } else {
+                scrub(&value)
+            };
+            RdKafkaError::ClientConfig(res, scrub(&desc), key, value)
+        }
+        RdKafkaError::ClientCreation(text) => RdKafkaError::ClientCreation(scrub(&text)),
+        other => other,
+    }
+}
+
 /// The settings every client of a connector shares: brokers, siphon's
 /// `defaults` for this client, then the user's pass-through properties
 /// (security, compression, ...), which win over the defaults.
@@ -133,4 +160,41 @@ pub(crate) fn base_client_config(cfg: &ConnectorConfig, defaults: &[(&str, &str)
         c.set(k, v.expose());
     }
     c
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use rdkafka::consumer::BaseConsumer;
+
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn a_refused_secret_property_value_is_not_in_the_error() {
+        const PLANTED: &str = "Planted-Kafka-Secret-93c1";
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("shop.toml");
+        std::fs::write(
+            &file,
+            "name = \"shop\"\n[postgres]\nhost = \"127.0.0.1\"\ndatabase = \"shop\"\nuser = \"siphon\"\ntables = [\"public.orders\"]\n\
+             [kafka]\nbootstrap_servers = \"127.0.0.1:9\"\ntopic_prefix = \"shop\"\n[registry]\nurl = \"http://127.0.0.1:8081\"\n",
+        )
+        .unwrap();
+        let mut cfg = crate::config::load_file(&file).unwrap();
+        // An enum-valued property librdkafka refuses, quoting the value.
+        cfg.kafka
+            .secret_properties
+            .insert("security.protocol".into(), Secret::new(PLANTED.into()));
+        let raw = base_client_config(&cfg, &[])
+            .create::<BaseConsumer>()
+            .err()
+            .expect("librdkafka refuses the value");
+        assert!(
+            raw.to_string().contains(PLANTED),
+            "the test assumes librdkafka quotes the value: {raw}"
+        );
+        let redacted = redact(&cfg, raw).to_string();
+        assert!(!redacted.contains(PLANTED), "{redacted}");
+        assert!(redacted.contains("security.protocol"), "{redacted}");
+    }
 }

@@ -421,7 +421,7 @@ fn read_blocking(
         .map_err(|source| KafkaError::Client {
             connector: connector.to_owned(),
             what: "offset reader",
-            source,
+            source: super::redact(cfg, source),
         })?;
     let timeout = Duration::from_millis(cfg.kafka.commit_timeout_ms.max(10_000));
     let metadata = consumer
@@ -450,7 +450,7 @@ fn read_blocking(
         .map_err(|source| KafkaError::Client {
             connector: connector.to_owned(),
             what: "offset reader",
-            source,
+            source: super::redact(cfg, source),
         })?;
     let mut tpl = TopicPartitionList::new();
     let mut targets = HashMap::new();

@@ -26,6 +26,7 @@ fn check_blocking(cfg: &ConnectorConfig) -> Vec<Finding> {
     let consumer: BaseConsumer = match base_client_config(cfg, &[]).create() {
         Ok(c) => c,
         Err(e) => {
+            let e = super::redact(cfg, e);
             out.push(Finding::problem(
                 COMPONENT,
                 format!("invalid client settings: {e}; check kafka.properties"),
@@ -69,7 +70,8 @@ fn check_blocking(cfg: &ConnectorConfig) -> Vec<Finding> {
         Err(e) => out.push(Finding::problem(
             COMPONENT,
             format!(
-                "cannot initialise a transactional producer: {e}; siphon needs transactions (brokers with transaction.state.log settings that fit the cluster, and WRITE/DESCRIBE on transactional ids with prefix {})",
+                "cannot initialise a transactional producer: {}; siphon needs transactions (brokers with transaction.state.log settings that fit the cluster, and WRITE/DESCRIBE on transactional ids with prefix {})",
+                super::redact(cfg, e),
                 topic::transactional_id(cfg.name.as_str())
             ),
         )),

@@ -62,10 +62,10 @@ impl TxProducer {
                 cfg.kafka.transaction_timeout_ms.to_string(),
             )
             .create_with_context(FenceWatch::default())
-            .map_err(|e| client_err("producer", e))?;
+            .map_err(|e| client_err("producer", super::redact(cfg, e)))?;
         let admin: AdminClient<DefaultClientContext> = base_client_config(cfg, &[])
             .create()
-            .map_err(|e| client_err("admin", e))?;
+            .map_err(|e| client_err("admin", super::redact(cfg, e)))?;
         let producer = Arc::new(producer);
         let timeout = Duration::from_millis(cfg.kafka.transaction_timeout_ms);
         let p = Arc::clone(&producer);

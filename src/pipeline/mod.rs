@@ -187,6 +187,9 @@ pub async fn supervise(
     const MAX_BACKOFF: Duration = Duration::from_secs(30);
     let mut backoff = MIN_BACKOFF;
     let name = cfg.name.as_str();
+    for (component, message) in cfg.security_warnings() {
+        warn!(connector = %cfg.name, component, "{message}");
+    }
     loop {
         let started = Instant::now();
         health::set_state(name, ConnectorState::Starting);
