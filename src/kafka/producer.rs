@@ -114,7 +114,29 @@ impl TxProducer {
                 source,
             };
         }
+        // A record of the transaction refused as too large (by the broker,
+        // whose topic limit can be lower than the client's): the commit
+        // fails with the transaction's abortable error, which does not say
+        // which record.
+        if let Some((topic, bytes)) = self.refused_as_too_large() {
+            return KafkaError::RecordTooLarge {
+                topic,
+                bytes: Some(bytes),
+                source,
+            };
+        }
         txn_error(&self.connector, step, source)
+    }
+
+    /// Topic and size (key and value) of a record of the open transaction
+    /// refused as too large, if any.
+    pub fn refused_as_too_large(&self) -> Option<(String, usize)> {
+        self.producer
+            .context()
+            .too_large
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
     }
 
     /// Queues one record of the open transaction. Waits (without blocking
@@ -142,6 +164,13 @@ impl TxProducer {
                 Err((source, _)) if self.fenced() => {
                     return Err(KafkaError::Fenced {
                         connector: self.connector.clone(),
+                        source,
+                    });
+                }
+                Err((source, _)) if super::is_too_large(&source) => {
+                    return Err(KafkaError::RecordTooLarge {
+                        topic: topic.to_owned(),
+                        bytes: Some(key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len)),
                         source,
                     });
                 }
@@ -229,10 +258,13 @@ impl TxProducer {
 /// Notices a produce request refused because a newer instance fenced this
 /// producer: librdkafka reports that only in the delivery report (as an
 /// abortable error of the transaction; later calls then fail with `State`
-/// or time out), not as a fatal error.
+/// or time out), not as a fatal error. Also keeps the first record refused
+/// as too large (topic, key + value bytes), which likewise surfaces only as
+/// a failed commit.
 #[derive(Default)]
 pub struct FenceWatch {
     fenced: AtomicBool,
+    too_large: std::sync::Mutex<Option<(String, usize)>>,
 }
 
 impl ClientContext for FenceWatch {}
@@ -241,13 +273,22 @@ impl ProducerContext for FenceWatch {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result
-            && matches!(
-                e.rdkafka_error_code(),
-                Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::Fenced)
-            )
-        {
+        let Err((e, message)) = result else {
+            return;
+        };
+        if matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::Fenced)
+        ) {
             self.fenced.store(true, Ordering::SeqCst);
+        }
+        if super::is_too_large(e)
+            && let Ok(mut first) = self.too_large.lock()
+            && first.is_none()
+        {
+            use rdkafka::message::Message;
+            let bytes = message.key_len() + message.payload_len();
+            *first = Some((message.topic().to_owned(), bytes));
         }
     }
 }
