@@ -315,3 +315,88 @@ fn txn_error(connector: &str, step: &'static str, source: RdKafkaError) -> Kafka
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    use super::*;
+    use crate::error::ErrorClass;
+
+    /// A broker whose topic limit is lower than the client's refuses the
+    /// record at produce time; the commit then fails without saying which
+    /// record. librdkafka's mock cluster injects that refusal.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_the_broker_refuses_as_too_large_is_fatal_and_named() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shop.toml");
+        write!(
+            std::fs::File::create(&path).unwrap(),
+            r#"name = "shop"
+[postgres]
+database = "shop"
+user = "siphon"
+tables = ["public.orders"]
+[kafka]
+bootstrap_servers = "{}"
+topic_prefix = "shop"
+[registry]
+url = "http://127.0.0.1:8081"
+"#,
+            cluster.bootstrap_servers()
+        )
+        .unwrap();
+        let cfg = crate::config::load_file_with_env(&path, Vec::new()).unwrap();
+        cluster
+            .create_topic("shop.public.orders", 1, 1)
+            .expect("mock topic");
+        let producer = TxProducer::start(&cfg).await.expect("producer");
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+        );
+        producer.begin().unwrap();
+        producer
+            .send("shop.public.orders", Some(b"key"), Some(&[7; 1000]))
+            .await
+            .unwrap();
+        let err = producer.commit().await.unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Fatal, "{err:?}");
+        assert!(
+            matches!(
+                &err,
+                KafkaError::RecordTooLarge { topic, bytes: Some(1003), .. } if topic == "shop.public.orders"
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().starts_with(
+                "Kafka refused a record of 1003 bytes (key and value) to topic shop.public.orders as too large: it can never be written. Fix: raise max.message.bytes of topic shop.public.orders on the broker"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn too_large_errors_are_fatal_whatever_reports_them() {
+        for code in [
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::MessageBatchTooLarge,
+        ] {
+            let produce = KafkaError::Produce {
+                topic: "t".into(),
+                source: RdKafkaError::MessageProduction(code),
+            };
+            assert_eq!(produce.class(), ErrorClass::Fatal);
+        }
+        let timeout = KafkaError::Produce {
+            topic: "t".into(),
+            source: RdKafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+        };
+        assert_eq!(timeout.class(), ErrorClass::Transient);
+    }
+}
