@@ -5,10 +5,15 @@
 mod support;
 
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
+use siphon::event::{Lsn, Position};
+use siphon::kafka::offsets::OffsetRecord;
+use siphon::snapshot::progress::{SnapshotProgress, TableProgress};
 use support::bed::Bed;
-use support::kafka::read_committed;
+use support::kafka::{read_committed, write_committed};
 use support::postgres::{PgCluster, PgOptions};
+use support::siphon::Siphon;
 
 fn siphon(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_siphon"));
@@ -271,4 +276,253 @@ async fn a_new_timeline_is_refused() {
         read_committed(&bed.broker.bootstrap, "shop.public.t").len(),
         5
     );
+}
+
+const OFFSETS: &str = "siphon.offsets";
+
+/// The last committed offset record of `connector`.
+fn stored_offset(bed: &Bed, connector: &str) -> Option<OffsetRecord> {
+    read_committed(&bed.broker.bootstrap, OFFSETS)
+        .into_iter()
+        .rfind(|r| r.key.as_deref() == Some(connector.as_bytes()))
+        .and_then(|r| r.value)
+        .map(|v| OffsetRecord::from_wire(&v).expect("siphon's own offset record decodes"))
+}
+
+/// Commits `record` to the offsets topic as the connector's newest offset,
+/// in a Kafka transaction as siphon writes them.
+fn forge(bed: &Bed, record: &OffsetRecord) {
+    let mut value = vec![0, 0, 0, 0, 1];
+    value.extend(record.to_avro());
+    write_committed(
+        &bed.broker.bootstrap,
+        OFFSETS,
+        record.connector.as_bytes(),
+        Some(&value),
+    );
+}
+
+fn confirmed_flush(bed: &Bed) -> String {
+    bed.pg.psql(
+        "shop",
+        "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'siphon_shop'",
+    )
+}
+
+/// A stored offset past the server's WAL (a damaged record, or one restored
+/// from another cluster's backup) would make siphon drop every change
+/// before it as "already written" and acknowledge it, so PostgreSQL skips
+/// them for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offset_ahead_of_the_servers_wal_is_refused_and_never_acknowledged() {
+    let (bed, file) = streamed_and_stopped().await;
+    let mut forged = stored_offset(&bed, "shop").expect("an offset");
+    let far = Lsn(forged.flush_lsn.0 + (1 << 40));
+    forged.commit_lsn = far;
+    forged.flush_lsn = far;
+    forged.index = None;
+    forged.txn_complete = true;
+    forge(&bed, &forged);
+    bed.pg.psql("shop", "INSERT INTO t VALUES (6)");
+    let confirmed = confirmed_flush(&bed);
+    let log = bed.run_until_fatal(&file, &[]);
+    assert!(
+        log.contains(&format!(
+            "the stored offset of connector shop is at {far}, ahead of the server's WAL, which ends at"
+        )) && log.contains("reset the connector"),
+        "{log}"
+    );
+    assert_eq!(
+        confirmed_flush(&bed),
+        confirmed,
+        "the slot was acknowledged"
+    );
+    assert_eq!(
+        read_committed(&bed.broker.bootstrap, "shop.public.t").len(),
+        5
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offset_of_another_slot_is_refused() {
+    let (bed, file) = streamed_and_stopped().await;
+    let mut forged = stored_offset(&bed, "shop").expect("an offset");
+    forged.slot = "siphon_elsewhere".into();
+    forge(&bed, &forged);
+    bed.pg.psql("shop", "INSERT INTO t VALUES (6)");
+    let confirmed = confirmed_flush(&bed);
+    let log = bed.run_until_fatal(&file, &[]);
+    assert!(
+        log.contains(
+            "the stored offset of connector shop belongs to replication slot siphon_elsewhere, but the connector reads replication slot siphon_shop"
+        ),
+        "{log}"
+    );
+    assert_eq!(
+        confirmed_flush(&bed),
+        confirmed,
+        "the slot was acknowledged"
+    );
+    assert_eq!(
+        read_committed(&bed.broker.bootstrap, "shop.public.t").len(),
+        5
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_snapshot_progress_is_refused_with_a_clear_error() {
+    let (bed, file) = streamed_and_stopped().await;
+    let mut forged = stored_offset(&bed, "shop").expect("an offset");
+    // Chunk 1 would start at page 2^40: page numbers are 32-bit.
+    forged.snapshot = Some(SnapshotProgress {
+        tables: vec![TableProgress {
+            table: "public.t".into(),
+            chunk_pages: 1 << 40,
+            chunks: 3,
+            done: vec![0b1],
+            rows: 5,
+            as_of: None,
+            initial: true,
+        }],
+    });
+    forge(&bed, &forged);
+    let confirmed = confirmed_flush(&bed);
+    let log = bed.run_until_fatal(&file, &[]);
+    assert!(
+        log.contains("offset record of connector shop in topic siphon.offsets is invalid: snapshot progress of table public.t:")
+            && !log.contains("panicked"),
+        "{log}"
+    );
+    assert_eq!(
+        confirmed_flush(&bed),
+        confirmed,
+        "the slot was acknowledged"
+    );
+    assert_eq!(
+        read_committed(&bed.broker.bootstrap, "shop.public.t").len(),
+        5
+    );
+}
+
+/// Waits for siphon to stop by itself with a failure, failing as soon as it
+/// restarts a connector instead (an error that cannot go away, retried).
+fn fatal_without_retry(s: &mut Siphon) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = s.wait(Duration::from_millis(200)) {
+            assert!(!status.success(), "siphon succeeded:\n{}", s.log());
+            return s.log();
+        }
+        let log = s.log();
+        assert!(
+            !log.contains("restarting from its stored offset"),
+            "the connector retries an error that cannot go away:\n{log}"
+        );
+        assert!(Instant::now() < deadline, "siphon kept running:\n{log}");
+    }
+}
+
+/// `(commit_lsn, index)` as an error message prints it after `prefix`.
+fn position_after(log: &str, prefix: &str) -> Position {
+    let rest = &log[log
+        .find(prefix)
+        .unwrap_or_else(|| panic!("{prefix:?} in:\n{log}"))
+        + prefix.len()..];
+    let inner = rest
+        .strip_prefix('(')
+        .and_then(|r| r.split_once(')'))
+        .unwrap_or_else(|| panic!("a position after {prefix:?}:\n{log}"))
+        .0;
+    let (lsn, index) = inner.split_once(", ").expect("lsn, index");
+    let (hi, lo) = lsn.split_once('/').expect("an LSN");
+    Position {
+        commit_lsn: Lsn(
+            u64::from_str_radix(hi, 16).unwrap() << 32 | u64::from_str_radix(lo, 16).unwrap()
+        ),
+        index: index.parse().expect("an index"),
+    }
+}
+
+const SMALL_LIMIT: &str = r#"properties = { "message.max.bytes" = "200000" }"#;
+
+/// A row over librdkafka's `message.max.bytes` can never be written: it is
+/// fatal, said once with the fix, and the transaction holding it leaves no
+/// trace (instead of a restart loop while the slot holds WAL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_change_is_fatal_once_with_the_fix_and_nothing_of_its_transaction_is_written()
+{
+    let bed = Bed::start("big").await;
+    bed.pg
+        .psql("big", "CREATE TABLE t (id int PRIMARY KEY, body text)");
+    let file = bed.connector("big", "big", &["public.t"], SMALL_LIMIT);
+    let mut s = bed.siphon(&file);
+    bed.wait_slot_active("big", "siphon_big").await;
+    bed.pg.psql(
+        "big",
+        "INSERT INTO t SELECT g, 'small' FROM generate_series(1, 3) g",
+    );
+    bed.wait_records("big.public.t", 3, &s).await;
+    bed.pg.psql(
+        "big",
+        "BEGIN; INSERT INTO t VALUES (4, 'small'); INSERT INTO t VALUES (5, repeat('x', 300000)); \
+         INSERT INTO t VALUES (6, 'small'); COMMIT",
+    );
+    let log = fatal_without_retry(&mut s);
+    let prefix = "a change of table public.t at ";
+    let at = position_after(&log, prefix);
+    assert_eq!(at.index, 1, "the second change of its transaction:\n{log}");
+    assert!(
+        log.contains("bytes as a Kafka record (key and value), over the limit of 199903 bytes")
+            && log.contains(r#"raise kafka.properties."message.max.bytes""#)
+            && log.contains("max.message.bytes of topic big.public.t"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("connector stopped: fix the cause").count(),
+        1,
+        "{log}"
+    );
+    // Nothing of that transaction, and the offset stays before the row.
+    assert_eq!(
+        read_committed(&bed.broker.bootstrap, "big.public.t").len(),
+        3
+    );
+    let stored = stored_offset(&bed, "big").expect("an offset");
+    assert!(!stored.covers(at), "{stored:?} covers {at}");
+    assert!(stored.flush_lsn <= at.commit_lsn, "{stored:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_row_in_the_initial_snapshot_is_fatal_once_with_the_fix() {
+    let bed = Bed::start("big").await;
+    bed.pg
+        .psql("big", "CREATE TABLE t (id int PRIMARY KEY, body text)");
+    bed.pg.psql(
+        "big",
+        "INSERT INTO t SELECT g, 'small' FROM generate_series(1, 3) g; \
+         INSERT INTO t VALUES (4, repeat('x', 300000))",
+    );
+    let file = bed.connector("big", "big", &["public.t"], SMALL_LIMIT);
+    let mut s = bed.siphon(&file);
+    let log = fatal_without_retry(&mut s);
+    assert!(
+        log.contains("a snapshot row of table public.t (snapshot at ")
+            && log.contains(
+                "bytes as a Kafka record (key and value), over the limit of 199903 bytes"
+            )
+            && log.contains(r#"raise kafka.properties."message.max.bytes""#),
+        "{log}"
+    );
+    // The chunk holding it was not written, nor marked done.
+    assert_eq!(
+        read_committed(&bed.broker.bootstrap, "big.public.t").len(),
+        0
+    );
+    if let Some(stored) = stored_offset(&bed, "big") {
+        let progress = stored.snapshot.expect("the snapshot is not complete");
+        assert!(
+            progress.tables.iter().all(|t| !t.is_done(0)),
+            "{progress:?}"
+        );
+    }
 }

@@ -681,6 +681,19 @@ fn read_connector(
             &format!("must be >= 1, got {topic_replication_factor}"),
         );
     }
+    // siphon refuses records over this limit itself (before producing),
+    // so it must read it as librdkafka does.
+    if let Some(v) = properties.get("message.max.bytes")
+        && !v
+            .trim()
+            .parse::<u64>()
+            .is_ok_and(|n| (1000..=1_000_000_000).contains(&n))
+    {
+        kafka.problem_at(
+            "properties.message.max.bytes",
+            &format!("must be a whole number of bytes from 1000 to 1000000000, got {v:?}"),
+        );
+    }
     for key in properties.keys() {
         if SECRET_KAFKA_PROPERTIES.contains(&key.as_str()) {
             kafka.problem_at(

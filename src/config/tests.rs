@@ -514,3 +514,30 @@ fn the_snapshot_section_has_defaults_and_names_its_problems() {
         ]
     );
 }
+
+#[test]
+fn message_max_bytes_must_be_what_librdkafka_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = GOOD.replace(
+        "\"linger.ms\" = 5",
+        "\"linger.ms\" = 5\n\"message.max.bytes\" = 200000",
+    );
+    let path = write(&dir, "shop.toml", &good);
+    let c = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap();
+    assert_eq!(crate::kafka::message_max_bytes(&c), 200_000);
+    assert_eq!(crate::kafka::record_limit_bytes(&c), 199_903);
+    let default = write(&dir, "plain.toml", GOOD);
+    let c = load_file_with_env(&default, env(&[("PG_PASS", "x")])).unwrap();
+    assert_eq!(crate::kafka::message_max_bytes(&c), 1_000_000);
+
+    let bad = GOOD.replace("\"linger.ms\" = 5", "\"message.max.bytes\" = \"1MB\"");
+    let path = write(&dir, "bad.toml", &bad);
+    let err = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap_err();
+    assert_eq!(
+        err.problems,
+        vec![format!(
+            "{}: kafka.properties.message.max.bytes: must be a whole number of bytes from 1000 to 1000000000, got \"1MB\"",
+            path.display()
+        )]
+    );
+}

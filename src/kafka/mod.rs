@@ -71,12 +71,30 @@ pub enum KafkaError {
     #[error("the offset read of connector {connector} was abandoned: shutting down")]
     ReadOffsetAbandoned { connector: String },
     #[error(
-        "offset record of connector {connector} in topic {topic} is unreadable: {reason}; it was not written by this version of siphon"
+        "offset record of connector {connector} in topic {topic} is invalid: {reason}. \
+         It is damaged or was not written by siphon, and nothing was acknowledged to PostgreSQL. \
+         Fix: if another tool writes this key, give siphon an offsets topic of its own (kafka.offsets_topic); \
+         otherwise reset the connector (docs/operations.md, \"Resetting a connector\")"
     )]
     CorruptOffset {
         connector: String,
         topic: String,
         reason: String,
+    },
+    #[error(
+        "Kafka refused a record{} to topic {topic} as too large: it can never be written. \
+         Fix: raise max.message.bytes of topic {topic} on the broker (it can be lower than the client's \
+         kafka.properties.\"message.max.bytes\", which siphon checks before producing) together with \
+         kafka.properties.\"message.max.bytes\" (librdkafka counts the whole record: key, value and headers), \
+         then restart siphon, which resumes at its stored offset",
+        .bytes.map(|b| format!(" of {b} bytes (key and value)")).unwrap_or_default()
+    )]
+    RecordTooLarge {
+        topic: String,
+        /// Key plus value, when known.
+        bytes: Option<usize>,
+        #[source]
+        source: RdKafkaError,
     },
     #[error("a blocking Kafka call panicked or was cancelled")]
     Join(#[from] tokio::task::JoinError),
@@ -89,6 +107,14 @@ impl KafkaError {
             // fence it back and forth.
             KafkaError::Fenced { .. } => ErrorClass::Fatal,
             KafkaError::CorruptOffset { .. } => ErrorClass::Fatal,
+            // The same record is refused again after every restart, while
+            // the slot holds WAL: an operator must raise the limits.
+            KafkaError::RecordTooLarge { .. } => ErrorClass::Fatal,
+            KafkaError::Produce { source, .. } | KafkaError::Transaction { source, .. }
+                if is_too_large(source) =>
+            {
+                ErrorClass::Fatal
+            }
             KafkaError::Client { source, .. } if is_config_error(source) => ErrorClass::Fatal,
             KafkaError::CreateTopic { source, .. } if is_authorization_error(source) => {
                 ErrorClass::Fatal
@@ -103,6 +129,41 @@ impl KafkaError {
 
 fn is_config_error(e: &RdKafkaError) -> bool {
     matches!(e, RdKafkaError::ClientConfig(..))
+}
+
+/// librdkafka's own size check and the broker's (a record, or a batch of
+/// one record, over the topic's `max.message.bytes`: `MessageSizeTooLarge`;
+/// `RECORD_LIST_TOO_LARGE` / `MessageBatchTooLarge`, code 18).
+pub(crate) fn is_too_large(e: &RdKafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge)
+    )
+}
+
+/// librdkafka's `message.max.bytes` when `kafka.properties` does not set it.
+pub const DEFAULT_MESSAGE_MAX_BYTES: u64 = 1_000_000;
+
+/// What a record of one key and value costs beyond their bytes at most:
+/// librdkafka's per-record overhead (`RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`,
+/// 36 bytes of varints and attributes, which it adds before comparing with
+/// `message.max.bytes`) plus the 61-byte v2 record batch header the broker
+/// counts against the topic's `max.message.bytes`.
+pub const RECORD_OVERHEAD_BYTES: u64 = 36 + 61;
+
+/// The effective `message.max.bytes` of the connector's producer.
+pub fn message_max_bytes(cfg: &ConnectorConfig) -> u64 {
+    cfg.kafka
+        .properties
+        .get("message.max.bytes")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
+}
+
+/// The largest key plus value siphon produces: larger ones are refused
+/// before producing, as librdkafka or the broker would refuse them.
+pub fn record_limit_bytes(cfg: &ConnectorConfig) -> u64 {
+    message_max_bytes(cfg).saturating_sub(RECORD_OVERHEAD_BYTES)
 }
 
 fn is_authorization_error(e: &RdKafkaError) -> bool {

@@ -254,12 +254,24 @@ impl OffsetRecord {
             _ => Err(format!("field {name} is not a long")),
         };
         let index = long("index")?;
+        // LSNs are unsigned 64-bit; Avro longs are signed.
+        let lsn = |name: &str| match long(name)? {
+            v if v < 0 => Err(format!("field {name} is negative ({v})")),
+            v => Ok(Lsn(v as u64)),
+        };
+        let snapshot = match fields.iter().find(|(n, _)| n == "snapshot") {
+            None => None,
+            Some((_, v)) => progress_from_avro(v, snapshot_tail.as_deref())?,
+        };
+        if let Some(p) = &snapshot {
+            p.validate()?;
+        }
         Ok(OffsetRecord {
             connector: string("connector")?,
-            commit_lsn: Lsn(long("commit_lsn")? as u64),
+            commit_lsn: lsn("commit_lsn")?,
             index: u64::try_from(index).ok(),
             txn_complete: matches!(get("txn_complete")?, Value::Boolean(true)),
-            flush_lsn: Lsn(long("flush_lsn")? as u64),
+            flush_lsn: lsn("flush_lsn")?,
             system_id: string("system_id")?,
             timeline: match get("timeline")? {
                 Value::Int(t) => *t as u32,
@@ -268,10 +280,7 @@ impl OffsetRecord {
             database: string("database")?,
             slot: string("slot")?,
             written_at_ms: long("written_at_ms")?,
-            snapshot: match fields.iter().find(|(n, _)| n == "snapshot") {
-                None => None,
-                Some((_, v)) => progress_from_avro(v, snapshot_tail.as_deref())?,
-            },
+            snapshot,
         })
     }
 }
@@ -351,19 +360,22 @@ fn progress_from_avro(
             return Err(bad());
         };
         let get = |name: &str| f.iter().find(|(n, _)| n == name).map(|(_, v)| v);
-        let long = |name: &str| match get(name) {
-            Some(Value::Long(v)) if *v >= 0 => Ok(*v as u64),
-            _ => Err(format!("field snapshot.tables.{name} is malformed")),
-        };
         let table = match get("table") {
             Some(Value::String(s)) => s.clone(),
             _ => return Err(bad()),
+        };
+        let long = |name: &str| match get(name) {
+            Some(Value::Long(v)) if *v >= 0 => Ok(*v as u64),
+            Some(Value::Long(v)) => Err(format!(
+                "snapshot progress of table {table}: {name} is negative ({v})"
+            )),
+            _ => Err(format!("field snapshot.tables.{name} is malformed")),
         };
         tables.push(TableProgress {
             initial: initial
                 .as_ref()
                 .is_none_or(|names| names.contains(&table.as_str())),
-            table,
+            table: table.clone(),
             chunk_pages: long("chunk_pages")?,
             chunks: long("chunks")?,
             done: match get("done") {
@@ -762,6 +774,37 @@ mod tests {
         assert_eq!(
             OffsetRecord::from_wire(&wire).unwrap(),
             record(100, Some(4), true)
+        );
+    }
+
+    #[test]
+    fn damaged_records_are_errors_naming_what_is_wrong() {
+        let wire = |r: &OffsetRecord| {
+            let mut w = vec![0, 0, 0, 0, 42];
+            w.extend(r.to_avro());
+            w
+        };
+        let mut r = record(100, None, false);
+        r.flush_lsn = Lsn(u64::MAX);
+        assert_eq!(
+            OffsetRecord::from_wire(&wire(&r)).unwrap_err(),
+            "field flush_lsn is negative (-1)"
+        );
+        let mut r = record(100, None, false);
+        let mut t = TableProgress::plan("public.orders".into(), 1000, 256);
+        t.rows = u64::MAX;
+        r.snapshot = Some(SnapshotProgress { tables: vec![t] });
+        assert_eq!(
+            OffsetRecord::from_wire(&wire(&r)).unwrap_err(),
+            "snapshot progress of table public.orders: rows is negative (-1)"
+        );
+        let mut r = record(100, None, false);
+        let mut t = TableProgress::plan("public.orders".into(), 1000, 256);
+        t.done = vec![0xff];
+        r.snapshot = Some(SnapshotProgress { tables: vec![t] });
+        assert_eq!(
+            OffsetRecord::from_wire(&wire(&r)).unwrap_err(),
+            "snapshot progress of table public.orders: chunk 4 is marked done but the plan has 4 chunks"
         );
     }
 

@@ -77,6 +77,8 @@ fn check_blocking(cfg: &ConnectorConfig) -> Vec<Finding> {
         )),
     }
 
+    out.push(record_limit_finding(cfg));
+
     let existing: Vec<&str> = metadata
         .topics()
         .iter()
@@ -122,4 +124,23 @@ fn check_blocking(cfg: &ConnectorConfig) -> Vec<Finding> {
         ));
     }
     out
+}
+
+/// The largest record siphon will produce, and where that comes from: a
+/// row over it stops the connector (checked before producing).
+fn record_limit_finding(cfg: &ConnectorConfig) -> Finding {
+    let max = super::message_max_bytes(cfg);
+    let source = if cfg.kafka.properties.contains_key("message.max.bytes") {
+        "set in kafka.properties"
+    } else {
+        "librdkafka's default"
+    };
+    Finding::ok(
+        COMPONENT,
+        format!(
+            "records up to {} bytes of key and value are produced: message.max.bytes is {max} ({source}), less {} bytes of record overhead; a larger row stops the connector. The topics' max.message.bytes on the broker must be at least {max}",
+            super::record_limit_bytes(cfg),
+            super::RECORD_OVERHEAD_BYTES
+        ),
+    )
 }

@@ -114,7 +114,29 @@ impl TxProducer {
                 source,
             };
         }
+        // A record of the transaction refused as too large (by the broker,
+        // whose topic limit can be lower than the client's): the commit
+        // fails with the transaction's abortable error, which does not say
+        // which record.
+        if let Some((topic, bytes)) = self.refused_as_too_large() {
+            return KafkaError::RecordTooLarge {
+                topic,
+                bytes: Some(bytes),
+                source,
+            };
+        }
         txn_error(&self.connector, step, source)
+    }
+
+    /// Topic and size (key and value) of a record of the open transaction
+    /// refused as too large, if any.
+    pub fn refused_as_too_large(&self) -> Option<(String, usize)> {
+        self.producer
+            .context()
+            .too_large
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
     }
 
     /// Queues one record of the open transaction. Waits (without blocking
@@ -142,6 +164,13 @@ impl TxProducer {
                 Err((source, _)) if self.fenced() => {
                     return Err(KafkaError::Fenced {
                         connector: self.connector.clone(),
+                        source,
+                    });
+                }
+                Err((source, _)) if super::is_too_large(&source) => {
+                    return Err(KafkaError::RecordTooLarge {
+                        topic: topic.to_owned(),
+                        bytes: Some(key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len)),
                         source,
                     });
                 }
@@ -229,10 +258,13 @@ impl TxProducer {
 /// Notices a produce request refused because a newer instance fenced this
 /// producer: librdkafka reports that only in the delivery report (as an
 /// abortable error of the transaction; later calls then fail with `State`
-/// or time out), not as a fatal error.
+/// or time out), not as a fatal error. Also keeps the first record refused
+/// as too large (topic, key + value bytes), which likewise surfaces only as
+/// a failed commit.
 #[derive(Default)]
 pub struct FenceWatch {
     fenced: AtomicBool,
+    too_large: std::sync::Mutex<Option<(String, usize)>>,
 }
 
 impl ClientContext for FenceWatch {}
@@ -241,13 +273,22 @@ impl ProducerContext for FenceWatch {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result
-            && matches!(
-                e.rdkafka_error_code(),
-                Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::Fenced)
-            )
-        {
+        let Err((e, message)) = result else {
+            return;
+        };
+        if matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::Fenced)
+        ) {
             self.fenced.store(true, Ordering::SeqCst);
+        }
+        if super::is_too_large(e)
+            && let Ok(mut first) = self.too_large.lock()
+            && first.is_none()
+        {
+            use rdkafka::message::Message;
+            let bytes = message.key_len() + message.payload_len();
+            *first = Some((message.topic().to_owned(), bytes));
         }
     }
 }
@@ -272,5 +313,90 @@ fn txn_error(connector: &str, step: &'static str, source: RdKafkaError) -> Kafka
             step,
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    use super::*;
+    use crate::error::ErrorClass;
+
+    /// A broker whose topic limit is lower than the client's refuses the
+    /// record at produce time; the commit then fails without saying which
+    /// record. librdkafka's mock cluster injects that refusal.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_the_broker_refuses_as_too_large_is_fatal_and_named() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shop.toml");
+        write!(
+            std::fs::File::create(&path).unwrap(),
+            r#"name = "shop"
+[postgres]
+database = "shop"
+user = "siphon"
+tables = ["public.orders"]
+[kafka]
+bootstrap_servers = "{}"
+topic_prefix = "shop"
+[registry]
+url = "http://127.0.0.1:8081"
+"#,
+            cluster.bootstrap_servers()
+        )
+        .unwrap();
+        let cfg = crate::config::load_file_with_env(&path, Vec::new()).unwrap();
+        cluster
+            .create_topic("shop.public.orders", 1, 1)
+            .expect("mock topic");
+        let producer = TxProducer::start(&cfg).await.expect("producer");
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+        );
+        producer.begin().unwrap();
+        producer
+            .send("shop.public.orders", Some(b"key"), Some(&[7; 1000]))
+            .await
+            .unwrap();
+        let err = producer.commit().await.unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Fatal, "{err:?}");
+        assert!(
+            matches!(
+                &err,
+                KafkaError::RecordTooLarge { topic, bytes: Some(1003), .. } if topic == "shop.public.orders"
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().starts_with(
+                "Kafka refused a record of 1003 bytes (key and value) to topic shop.public.orders as too large: it can never be written. Fix: raise max.message.bytes of topic shop.public.orders on the broker"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn too_large_errors_are_fatal_whatever_reports_them() {
+        for code in [
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::MessageBatchTooLarge,
+        ] {
+            let produce = KafkaError::Produce {
+                topic: "t".into(),
+                source: RdKafkaError::MessageProduction(code),
+            };
+            assert_eq!(produce.class(), ErrorClass::Fatal);
+        }
+        let timeout = KafkaError::Produce {
+            topic: "t".into(),
+            source: RdKafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+        };
+        assert_eq!(timeout.class(), ErrorClass::Transient);
     }
 }

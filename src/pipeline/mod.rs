@@ -138,6 +138,34 @@ pub enum ConnectorError {
         #[source]
         source: EncodeError,
     },
+    #[error(
+        "{change} is {bytes} bytes as a Kafka record (key and value), over the limit of {limit} bytes \
+         (kafka.properties.\"message.max.bytes\" = {max}, less {overhead} bytes of record overhead): it can never be \
+         written, so the connector stopped; the Kafka transaction holding it was aborted and the stored offset stays \
+         before it. Fix: raise kafka.properties.\"message.max.bytes\" (librdkafka counts the whole record: key, value \
+         and headers) together with max.message.bytes of topic {topic} on the broker (or the broker's message.max.bytes \
+         when the topic has no override), then restart siphon, which resumes at this change"
+    )]
+    RecordTooLarge {
+        /// Which change, e.g. "a change of table public.t at (0/16B3748, 1)".
+        change: String,
+        topic: String,
+        bytes: usize,
+        limit: usize,
+        max: u64,
+        overhead: u64,
+    },
+    #[error(
+        "a change of table {table} after {after}, up to {upto}, cannot be written; the Kafka transaction holding it \
+         was not committed and the stored offset stays at {after}"
+    )]
+    RecordRefused {
+        table: String,
+        after: String,
+        upto: String,
+        #[source]
+        source: KafkaError,
+    },
     #[error("the writer task of connector {connector} stopped unexpectedly")]
     WriterGone { connector: String },
     #[error(
@@ -167,6 +195,8 @@ impl ConnectorError {
             }
             ConnectorError::Schema { .. }
             | ConnectorError::Encode { .. }
+            | ConnectorError::RecordTooLarge { .. }
+            | ConnectorError::RecordRefused { .. }
             | ConnectorError::IncompatibleSchema { .. } => ErrorClass::Fatal,
             ConnectorError::WriterGone { .. } | ConnectorError::Panicked { .. } => {
                 ErrorClass::Transient
@@ -356,6 +386,7 @@ async fn run_once(
             }
             .into());
         }
+        check_offset_belongs(cfg, s, system.xlogpos)?;
     }
 
     // Only now, with the server known to be the one the offset belongs to,
@@ -598,6 +629,55 @@ async fn run_once(
         None => Ok(()),
     };
     result.and(beat)
+}
+
+/// Refuses a stored offset that cannot be this connector's on this server:
+/// of another slot or database, or ahead of the server's WAL. Acknowledging
+/// such a position would make PostgreSQL skip changes for good; the checks
+/// run before the replication stream starts, so nothing is acknowledged.
+///
+/// `wal_end` is IDENTIFY_SYSTEM's `xlogpos`: the WAL flushed on a primary
+/// (`pg_current_wal_flush_lsn()`), replayed on a standby. Every position
+/// siphon stores was sent by a walsender, which only sends flushed WAL, so
+/// a genuine offset is never past it.
+fn check_offset_belongs(
+    cfg: &ConnectorConfig,
+    stored: &OffsetRecord,
+    wal_end: Lsn,
+) -> Result<(), PgError> {
+    let pg = &cfg.postgres;
+    let elsewhere = |what, key, stored: &str, found: &str| PgError::OffsetElsewhere {
+        connector: cfg.name.to_string(),
+        what,
+        key,
+        stored: stored.to_owned(),
+        found: found.to_owned(),
+    };
+    if stored.database != pg.database {
+        return Err(elsewhere(
+            "database",
+            "database",
+            &stored.database,
+            &pg.database,
+        ));
+    }
+    if stored.slot != pg.slot {
+        return Err(elsewhere(
+            "replication slot",
+            "slot",
+            &stored.slot,
+            &pg.slot,
+        ));
+    }
+    let furthest = stored.flush_lsn.max(stored.commit_lsn);
+    if furthest > wal_end {
+        return Err(PgError::OffsetAhead {
+            connector: cfg.name.to_string(),
+            stored: furthest,
+            server: wal_end,
+        });
+    }
+    Ok(())
 }
 
 /// The configured tables as the catalog describes them now: one part per

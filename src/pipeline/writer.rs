@@ -14,6 +14,13 @@
 //! existing one: operators own levels after creation); a version the
 //! registry refuses follows `schemas.on_incompatible`, with the changed
 //! columns named from a diff against the subject's latest version.
+//!
+//! A record (key and value) larger than the producer's
+//! `message.max.bytes` less [`RECORD_OVERHEAD_BYTES`] is never produced:
+//! it could never be written, so the writer stops with a fatal error and
+//! the open Kafka transaction is aborted, leaving the stored offset before
+//! the change. A record the broker refuses as too large (its topic limit
+//! can be lower) ends the same way at the commit.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -33,7 +40,7 @@ use crate::event::{ChangeEvent, Lsn, Op, RelationVersion};
 use crate::failpoint;
 use crate::kafka::offsets::{OFFSET_SCHEMA, OffsetRecord};
 use crate::kafka::producer::TxProducer;
-use crate::kafka::topic;
+use crate::kafka::{KafkaError, RECORD_OVERHEAD_BYTES, message_max_bytes, topic};
 
 /// Everything needed to write one relation version's events.
 struct Plan {
@@ -82,6 +89,10 @@ pub(super) struct Writer {
     snapshot_marker: &'static str,
     /// Snapshot rows of the open transaction by table.
     snapshot_counts: HashMap<Arc<str>, u64>,
+    /// The producer's `message.max.bytes`, and the largest key plus value
+    /// produced (that less the record overhead).
+    message_max_bytes: u64,
+    record_limit: usize,
 }
 
 impl Writer {
@@ -97,7 +108,6 @@ impl Writer {
             database: cfg.postgres.database.clone(),
         };
         Writer {
-            cfg,
             producer,
             registry,
             naming,
@@ -117,6 +127,10 @@ impl Writer {
             newest_commit_us: None,
             snapshot_marker: "false",
             snapshot_counts: HashMap::new(),
+            message_max_bytes: message_max_bytes(&cfg),
+            record_limit: usize::try_from(crate::kafka::record_limit_bytes(&cfg))
+                .unwrap_or(usize::MAX),
+            cfg,
         }
     }
 
@@ -310,14 +324,22 @@ impl Writer {
         let r = plan.encode.encode_value(event, &ctx, &mut self.value_buf);
         self.encode_err(plan, event, r)?;
         let key_bytes = key.then_some(self.key_buf.as_slice());
+        let size = key_bytes.map_or(0, <[u8]>::len) + self.value_buf.len();
+        if size > self.record_limit {
+            return Err(self.too_large(plan, event, size));
+        }
         self.producer
             .send(&plan.topic, key_bytes, Some(&self.value_buf))
-            .await?;
+            .await
+            .map_err(|e| self.refused(e))?;
         failpoint::crash(failpoint::MID_BATCH);
         let mut bytes = self.key_buf.len() + self.value_buf.len();
         let mut events = 1;
         if event.op == Op::Delete && self.cfg.kafka.tombstones_on_delete && key {
-            self.producer.send(&plan.topic, key_bytes, None).await?;
+            self.producer
+                .send(&plan.topic, key_bytes, None)
+                .await
+                .map_err(|e| self.refused(e))?;
             bytes += self.key_buf.len();
             events += 1;
         }
@@ -331,6 +353,48 @@ impl Writer {
             .or_default() += 1;
         self.newest_commit_us = Some(event.tx.commit_ts_us);
         Ok(())
+    }
+
+    /// The fatal error for a record over the limit, naming the change
+    /// (never its values).
+    fn too_large(&self, plan: &Plan, event: &ChangeEvent, bytes: usize) -> ConnectorError {
+        let change = if self.snapshot_marker == "false" {
+            format!("a change of table {} at {}", plan.table, event.position)
+        } else {
+            format!(
+                "a snapshot row of table {} (snapshot at {})",
+                plan.table, event.position.commit_lsn
+            )
+        };
+        ConnectorError::RecordTooLarge {
+            change,
+            topic: plan.topic.clone(),
+            bytes,
+            limit: self.record_limit,
+            max: self.message_max_bytes,
+            overhead: RECORD_OVERHEAD_BYTES,
+        }
+    }
+
+    /// A record refused as too large by librdkafka or the broker, with the
+    /// table and the positions the open transaction holds.
+    fn refused(&self, e: KafkaError) -> ConnectorError {
+        match e {
+            KafkaError::RecordTooLarge { ref topic, .. } => {
+                let table = self
+                    .plans
+                    .values()
+                    .find(|p| p.topic == *topic)
+                    .map_or_else(|| topic.clone(), |p| p.table.to_string());
+                ConnectorError::RecordRefused {
+                    table,
+                    after: describe(&self.durable),
+                    upto: describe(&self.pending),
+                    source: e,
+                }
+            }
+            other => other.into(),
+        }
     }
 
     fn encode_err<T>(
@@ -543,7 +607,7 @@ impl Writer {
             m.kafka_transactions
                 .with_label_values(&[name, "failed"])
                 .inc();
-            return Err(e.into());
+            return Err(self.refused(e));
         }
         failpoint::crash(failpoint::AFTER_COMMIT);
         m.kafka_transactions
@@ -584,6 +648,15 @@ impl Writer {
             }
         });
         Ok(())
+    }
+}
+
+/// An offset's position, as error messages name it.
+fn describe(o: &OffsetRecord) -> String {
+    match (o.index, o.txn_complete) {
+        (_, true) => format!("the transaction committed at {}", o.commit_lsn),
+        (Some(i), false) => format!("({}, {i})", o.commit_lsn),
+        (None, false) => o.commit_lsn.to_string(),
     }
 }
 

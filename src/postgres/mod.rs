@@ -145,6 +145,30 @@ pub enum PgError {
         stored: String,
         found: String,
     },
+    #[error(
+        "the stored offset of connector {connector} is at {stored}, ahead of the server's WAL, which ends at {server}: \
+         the offset record is damaged, forged, or belongs to another history of this server (restored from a backup or a disk \
+         snapshot without a new timeline). Trusting it would acknowledge WAL never read and make PostgreSQL skip the changes \
+         in between, so nothing was acknowledged. Fix: if the server was restored, rebuild consumers from its tables under a \
+         new connector name; otherwise reset the connector (docs/operations.md, \"Resetting a connector\")"
+    )]
+    OffsetAhead {
+        connector: String,
+        stored: Lsn,
+        server: Lsn,
+    },
+    #[error(
+        "the stored offset of connector {connector} belongs to {what} {stored}, but the connector reads {what} {found}: \
+         its positions say nothing about this {what}, and nothing was acknowledged. Fix: if postgres.{key} was changed by \
+         mistake, set it back to \"{stored}\"; otherwise reset the connector (docs/operations.md, \"Resetting a connector\")"
+    )]
+    OffsetElsewhere {
+        connector: String,
+        what: &'static str,
+        key: &'static str,
+        stored: String,
+        found: String,
+    },
 }
 
 fn connect_hint(e: &tokio_postgres::Error, ssl_mode: SslMode) -> &'static str {

@@ -101,7 +101,70 @@ impl TableProgress {
     }
 }
 
+/// Heap block numbers are 32-bit: no chunk starts at or past this page.
+const PAGE_LIMIT: u64 = 1 << 32;
+
+impl TableProgress {
+    /// Checks progress read back from an offset record, which siphon must
+    /// not trust blindly (a damaged or foreign record): the table name has
+    /// the form `schema.table`, chunks are at least one page and start at
+    /// valid page numbers, and no chunk past the planned count is marked
+    /// done. The error says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let table = &self.table;
+        if !table
+            .split_once('.')
+            .is_some_and(|(s, t)| !s.is_empty() && !t.is_empty())
+            || table.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "snapshot progress names table {table:?}, which is not of the form schema.table"
+            ));
+        }
+        let bad = |what: String| Err(format!("snapshot progress of table {table}: {what}"));
+        if self.chunk_pages == 0 {
+            return bad("chunk_pages is 0".into());
+        }
+        if self.chunks == 0 {
+            return bad("chunks is 0 (a plan has at least one)".into());
+        }
+        let last_start = (self.chunks - 1).checked_mul(self.chunk_pages);
+        if last_start.is_none_or(|start| start >= PAGE_LIMIT) {
+            return bad(format!(
+                "{} chunks of {} pages reach past the largest page number ({})",
+                self.chunks,
+                self.chunk_pages,
+                PAGE_LIMIT - 1
+            ));
+        }
+        let bits = self.done.len() as u64 * 8;
+        if let Some(c) = (self.chunks..bits).find(|&c| self.is_done(c)) {
+            return bad(format!(
+                "chunk {c} is marked done but the plan has {} chunks",
+                self.chunks
+            ));
+        }
+        if let Some(s) = &self.as_of
+            && PgSnapshot::parse(s).is_none()
+        {
+            return bad(format!("as_of {s:?} is not a pg_snapshot"));
+        }
+        Ok(())
+    }
+}
+
 impl SnapshotProgress {
+    /// [`TableProgress::validate`] for every table, each listed once.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, t) in self.tables.iter().enumerate() {
+            t.validate()?;
+            if self.tables[..i].iter().any(|u| u.table == t.table) {
+                return Err(format!("snapshot progress lists table {} twice", t.table));
+            }
+        }
+        Ok(())
+    }
+
     pub fn complete(&self) -> bool {
         self.tables.iter().all(TableProgress::complete)
     }
@@ -193,6 +256,70 @@ mod tests {
         let empty = TableProgress::plan("public.e".into(), 0, 4);
         assert_eq!(empty.chunks, 1);
         assert_eq!(empty.ctid_range(0), "ctid >= '(0,0)'::tid");
+    }
+
+    #[test]
+    fn progress_read_back_is_validated() {
+        let mut plan = TableProgress::plan("public.t".into(), 10, 4);
+        plan.mark_done(2, 7);
+        plan.as_of = Some("100:110:103".into());
+        assert_eq!(plan.validate(), Ok(()));
+        let p = SnapshotProgress {
+            tables: vec![plan.clone(), TableProgress::plan("s.e".into(), 0, 4)],
+        };
+        assert_eq!(p.validate(), Ok(()));
+        // The largest table PostgreSQL allows, in one-page chunks.
+        let big = TableProgress::plan("public.big".into(), PAGE_LIMIT - 1, 1);
+        assert_eq!(big.validate(), Ok(()));
+
+        let broken = |f: &dyn Fn(&mut TableProgress)| {
+            let mut t = plan.clone();
+            f(&mut t);
+            t.validate().unwrap_err()
+        };
+        assert_eq!(
+            broken(&|t| t.table = "orders".into()),
+            "snapshot progress names table \"orders\", which is not of the form schema.table"
+        );
+        assert_eq!(
+            broken(&|t| t.table = ".t".into()),
+            "snapshot progress names table \".t\", which is not of the form schema.table"
+        );
+        assert_eq!(
+            broken(&|t| t.chunk_pages = 0),
+            "snapshot progress of table public.t: chunk_pages is 0"
+        );
+        assert_eq!(
+            broken(&|t| t.chunks = 0),
+            "snapshot progress of table public.t: chunks is 0 (a plan has at least one)"
+        );
+        assert_eq!(
+            broken(&|t| t.chunk_pages = 1 << 40),
+            "snapshot progress of table public.t: 3 chunks of 1099511627776 pages reach past the largest page number (4294967295)"
+        );
+        assert_eq!(
+            broken(&|t| t.chunks = u64::MAX),
+            "snapshot progress of table public.t: 18446744073709551615 chunks of 4 pages reach past the largest page number (4294967295)"
+        );
+        assert_eq!(
+            broken(&|t| t.done = vec![0b1000]),
+            "snapshot progress of table public.t: chunk 3 is marked done but the plan has 3 chunks"
+        );
+        assert_eq!(
+            broken(&|t| t.done = vec![0, 1]),
+            "snapshot progress of table public.t: chunk 8 is marked done but the plan has 3 chunks"
+        );
+        assert_eq!(
+            broken(&|t| t.as_of = Some("x".into())),
+            "snapshot progress of table public.t: as_of \"x\" is not a pg_snapshot"
+        );
+        let twice = SnapshotProgress {
+            tables: vec![plan.clone(), plan],
+        };
+        assert_eq!(
+            twice.validate().unwrap_err(),
+            "snapshot progress lists table public.t twice"
+        );
     }
 
     #[test]

@@ -267,3 +267,26 @@ pub fn drain_assigned(consumer: &BaseConsumer, topic: &str, pending: HashSet<i32
     out.sort_by_key(|r| (r.partition, r.offset));
     out
 }
+
+/// Writes one record to `topic` in a Kafka transaction of its own (another
+/// transactional id than any siphon connector's) and commits it, so that
+/// read_committed consumers — siphon's offset reader among them — see it.
+pub fn write_committed(bootstrap: &str, topic: &str, key: &[u8], value: Option<&[u8]>) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("transactional.id", "siphon-tests-writer")
+        .create()
+        .expect("test producer");
+    let timeout = Duration::from_secs(30);
+    producer
+        .init_transactions(timeout)
+        .expect("init transactions");
+    producer.begin_transaction().expect("begin");
+    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(key);
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    producer.send(record).map_err(|(e, _)| e).expect("send");
+    producer.commit_transaction(timeout).expect("commit");
+}
