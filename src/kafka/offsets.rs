@@ -5,6 +5,10 @@
 //! 4-byte schema id, Avro binary) of `schemas/offset.avsc`, so registry-aware
 //! tools can read it. siphon decodes it with its own copy of the schema.
 //!
+//! A record read back is not trusted blindly: one that does not decode, has
+//! a negative LSN or impossible snapshot progress
+//! ([`SnapshotProgress::validate`]) is an error, never a panic or a skip.
+//!
 //! Invariant: a change at position `p` has been written iff
 //! [`OffsetRecord::covers`]`(p)`. Deduplication after a restart relies on
 //! this alone.

@@ -11,7 +11,10 @@
 //! Start-up order is the exactly-once protocol's (DESIGN.md, point 4):
 //! init the transactional producer (fences any previous instance), read the
 //! stored offset with read_committed, identify the system, then start
-//! replication and drop everything the offset covers. Every restart — on
+//! replication and drop everything the offset covers. Before anything is
+//! acknowledged, the offset must belong here: same system, timeline,
+//! database and slot, and not past the server's WAL (a damaged or foreign
+//! record would otherwise make PostgreSQL skip changes). Every restart — on
 //! any transient error — goes through the same steps, so there is one
 //! recovery path and it is always exercised.
 
