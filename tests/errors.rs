@@ -383,6 +383,8 @@ async fn corrupt_snapshot_progress_is_refused_with_a_clear_error() {
             rows: 5,
             as_of: None,
             initial: true,
+            chunk_items: 0,
+            page_items: 0,
         }],
     });
     forge(&bed, &forged);

@@ -922,3 +922,48 @@ async fn tables_of_every_shape_reach_consumers_equal_in_every_phase() {
     }
     assert!(s.stop().success(), "{}", s.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_of_a_toast_heavy_table_are_bounded_in_bytes() {
+    const ROWS: i64 = 120;
+    let bed = Bed::start("app").await;
+    // 120 rows of ~200 kB each (24 MB in TOAST) on one heap page.
+    bed.pg.psql(
+        "app",
+        &format!(
+            "CREATE TABLE docs (id int PRIMARY KEY, body text);
+             ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;
+             INSERT INTO docs SELECT g, repeat(md5(g::text), 6250) FROM generate_series(1, {ROWS}) g;
+             ANALYZE docs;"
+        ),
+    );
+    assert_eq!(
+        bed.pg.psql("app", "SELECT pg_relation_size('docs') / 8192"),
+        "1"
+    );
+    let file = with_snapshot(
+        bed.connector("docs", "app", &["public.docs"], ""),
+        "chunk_max_bytes = 2097152",
+    );
+    let mut s = bed.siphon(&file);
+    bed.wait_slot_active("app", "siphon_docs").await;
+    let evs = poll_until(WAIT, "every row read", async || {
+        let evs = events(&bed, &bed.broker.bootstrap, "docs.public.docs").await;
+        (evs.len() as i64 >= ROWS).then_some(evs)
+    })
+    .await;
+    let log = s.log();
+    let ids: BTreeSet<i64> = evs.iter().map(|e| col(e, "after", "id").unwrap()).collect();
+    assert_eq!(evs.len(), ids.len(), "a row read twice\n{log}");
+    assert_eq!(ids, (1..=ROWS).collect(), "{log}");
+    // 2 MiB of ~200 kB rows: about ten rows a chunk, parts of the one page.
+    let chunks: u64 = log
+        .lines()
+        .find(|l| l.contains("initial snapshot started"))
+        .and_then(|l| l.split("chunks=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no chunk count in the log\n{log}"));
+    assert!(chunks >= 12, "{chunks} chunks for 24 MB of rows\n{log}");
+    assert!(s.stop().success(), "{log}");
+}

@@ -371,6 +371,10 @@ pub struct SnapshotConfig {
     /// this many pages; a chunk is also the unit of progress and of one
     /// incremental-snapshot window.
     pub chunk_pages: u64,
+    /// Upper bound on one chunk's row data (TOASTed values included), as
+    /// estimated from the table's size: a table of large rows gets fewer
+    /// pages per chunk, down to parts of one page.
+    pub chunk_max_bytes: u64,
     /// Table whose inserted rows are signals (`execute-snapshot`,
     /// `pause-snapshot`, …), as Debezium's `signal.data.collection`; it
     /// must be in the publication. `None`: signals only over HTTP.
@@ -833,9 +837,13 @@ fn read_snapshot(mut section: Section) -> Option<SnapshotConfig> {
     };
     let max_threads: u64 = section.optional("max_threads").unwrap_or(4);
     let chunk_pages: u64 = section.optional("chunk_pages").unwrap_or(256);
+    let chunk_max_bytes: u64 = section
+        .optional("chunk_max_bytes")
+        .unwrap_or_else(default_chunk_max_bytes);
     let signal: Option<String> = section.optional("signal_table");
     section.at_least("max_threads", max_threads, 1);
     section.at_least("chunk_pages", chunk_pages, 1);
+    section.at_least("chunk_max_bytes", chunk_max_bytes, 65_536);
     let signal_table = match signal.as_deref().map(parse_table) {
         None => None,
         Some(Some(t)) => Some(t),
@@ -856,8 +864,15 @@ fn read_snapshot(mut section: Section) -> Option<SnapshotConfig> {
         mode: mode?,
         max_threads: max_threads.clamp(1, 64) as usize,
         chunk_pages: chunk_pages.max(1),
+        chunk_max_bytes: chunk_max_bytes.max(65_536),
         signal_table,
     })
+}
+
+/// 16 MiB, as `kafka.batch_max_bytes`: a chunk is written in one Kafka
+/// transaction, so it should fit in about one batch.
+fn default_chunk_max_bytes() -> u64 {
+    16 * 1024 * 1024
 }
 
 /// Reads `[heartbeat]`: both keys or neither, so a half-configured

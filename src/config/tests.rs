@@ -509,7 +509,7 @@ fn the_snapshot_section_has_defaults_and_names_its_problems() {
                 "{file}: snapshot.signal_table: \"signals\" is not of the form \"schema.table\""
             ),
             format!(
-                "{file}: snapshot.chunk_page: unknown key; did you mean \"chunk_pages\"? (known keys: mode, max_threads, chunk_pages, signal_table)"
+                "{file}: snapshot.chunk_page: unknown key; did you mean \"chunk_pages\"? (known keys: mode, max_threads, chunk_pages, chunk_max_bytes, signal_table)"
             ),
         ]
     );

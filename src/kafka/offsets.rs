@@ -47,8 +47,9 @@ static SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
 /// written by an older siphon simply ends earlier:
 ///
 /// - v2 ([`TAIL`]): the `snapshot` field;
-/// - v3 ([`SNAPSHOT_TAIL`]): `snapshot.initial_tables`, the last field of
-///   the last field, so its bytes come last (only when `snapshot` is set).
+/// - v3 ([`SNAPSHOT_TAIL`]): `snapshot.initial_tables` and
+///   `snapshot.chunk_items`, the last fields of the last field, so their
+///   bytes come last (only when `snapshot` is set).
 const OFFSET_SCHEMA_V1: &str = include_str!("../../schemas/offset-v1.avsc");
 
 /// The second version (snapshot progress without `initial_tables`).
@@ -319,6 +320,22 @@ fn progress_to_avro(p: &SnapshotProgress) -> Value {
     Value::Record(vec![
         ("tables".into(), Value::Array(tables)),
         ("initial_tables".into(), Value::Array(initial)),
+        (
+            "chunk_items".into(),
+            Value::Array(
+                p.tables
+                    .iter()
+                    .filter(|t| t.chunk_items > 0)
+                    .map(|t| {
+                        Value::Record(vec![
+                            ("table".into(), Value::String(t.table.clone())),
+                            ("chunk_items".into(), Value::Long(t.chunk_items as i64)),
+                            ("page_items".into(), Value::Long(t.page_items as i64)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
     ])
 }
 
@@ -358,6 +375,28 @@ fn progress_from_avro(
             _ => return Err("field snapshot.initial_tables is malformed".into()),
         },
     };
+    // Tables read a part of a page at a time: table → (chunk_items, page_items).
+    let mut sub_page: Vec<(String, u64, u64)> = Vec::new();
+    if let Some(Value::Array(list)) = tail
+        .and_then(|t| t.iter().find(|(n, _)| n == "chunk_items"))
+        .map(|(_, v)| v)
+    {
+        for entry in list {
+            let malformed = || "field snapshot.chunk_items is malformed".to_string();
+            let Value::Record(f) = entry else {
+                return Err(malformed());
+            };
+            let get = |name: &str| f.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+            let long = |name: &str| match get(name) {
+                Some(Value::Long(v)) if *v >= 0 => Ok(*v as u64),
+                _ => Err(malformed()),
+            };
+            let Some(Value::String(table)) = get("table") else {
+                return Err(malformed());
+            };
+            sub_page.push((table.clone(), long("chunk_items")?, long("page_items")?));
+        }
+    }
     let mut tables = Vec::with_capacity(items.len());
     for item in items {
         let Value::Record(f) = item else {
@@ -379,6 +418,14 @@ fn progress_from_avro(
             initial: initial
                 .as_ref()
                 .is_none_or(|names| names.contains(&table.as_str())),
+            chunk_items: sub_page
+                .iter()
+                .find(|(t, ..)| *t == table)
+                .map_or(0, |s| s.1),
+            page_items: sub_page
+                .iter()
+                .find(|(t, ..)| *t == table)
+                .map_or(0, |s| s.2),
             table: table.clone(),
             chunk_pages: long("chunk_pages")?,
             chunks: long("chunks")?,
@@ -679,6 +726,7 @@ mod tests {
                 t,
                 TableProgress::plan("s.e".into(), 0, 256),
                 TableProgress::plan_initial("s.i".into(), 10, 256),
+                TableProgress::plan_items("s.toasted".into(), 3, 16, 291),
             ],
         });
         let mut wire = vec![0, 0, 0, 0, 42];
@@ -692,7 +740,7 @@ mod tests {
             .iter()
             .map(|t| t.initial)
             .collect();
-        assert_eq!(initial, [false, false, true]);
+        assert_eq!(initial, [false, false, true, false]);
     }
 
     #[test]

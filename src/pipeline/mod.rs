@@ -694,7 +694,7 @@ async fn describe_tables(
 
 /// A fresh initial snapshot of `tables`: every chunk pending.
 fn plan(cfg: &ConnectorConfig, tables: &[Arc<SnapTable>]) -> SnapshotProgress {
-    crate::snapshot::plan(tables, cfg.snapshot.chunk_pages)
+    crate::snapshot::plan(tables, &cfg.snapshot)
 }
 
 /// `snapshot.mode = initial_only`: read the tables under one exported
@@ -719,7 +719,7 @@ async fn initial_only(
     }
     let parts = describe_tables(cfg, catalog).await.map_err(snap_err)?;
     let (tables, progress) = match stored.as_ref().and_then(|s| s.snapshot.clone()) {
-        Some(p) => crate::snapshot::align(name.as_str(), p, &parts, cfg.snapshot.chunk_pages),
+        Some(p) => crate::snapshot::align(name.as_str(), p, &parts, &cfg.snapshot),
         None => {
             let progress = plan(cfg, &parts);
             (parts, progress)

@@ -243,12 +243,7 @@ impl Windows {
     ) -> Result<Windows, SnapshotError> {
         let catalog = Catalog::connect(&cfg.postgres).await?;
         let parts = super::describe_all(cfg, &catalog, &cfg.postgres.tables).await?;
-        let (tables, progress) = super::align(
-            cfg.name.as_str(),
-            progress,
-            &parts,
-            cfg.snapshot.chunk_pages,
-        );
+        let (tables, progress) = super::align(cfg.name.as_str(), progress, &parts, &cfg.snapshot);
         let pending: usize = progress.tables.iter().map(|t| t.pending().count()).sum();
         tracing::info!(connector = %cfg.name, tables = tables.len(), chunks = pending, "snapshot in watermark windows started");
         Ok(Windows {
@@ -591,11 +586,9 @@ impl Windows {
                 w.table -= 1;
             }
         }
-        self.progress.tables.push(TableProgress::plan(
-            label,
-            t.pages,
-            self.cfg.snapshot.chunk_pages,
-        ));
+        self.progress
+            .tables
+            .push(super::plan_part(&t, &self.cfg.snapshot));
         self.tables.push(Arc::new(t));
     }
 }

@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use crate::config::{TableName, quote_ident};
+use crate::config::{SnapshotConfig, TableName, quote_ident};
 use crate::event::{
     ChangeEvent, Position, Relation, RelationColumn, RelationVersion, ReplicaIdentity, Tuple,
     TupleValue,
@@ -117,6 +117,11 @@ pub struct SnapTable {
     pub pages: u64,
     /// `pg_class.reltuples`, for progress estimates (-1: never analysed).
     pub estimated_rows: i64,
+    /// `pg_table_size`: heap and TOAST bytes, to size chunks.
+    pub bytes: u64,
+    /// Line pointers a heap page holds on this server
+    /// (`MaxHeapTuplesPerPage`: `(block_size - 24) / 28`).
+    pub page_items: u64,
     /// Column positions of the event key (replica identity columns); empty
     /// for a table without one (insert-only, or `REPLICA IDENTITY FULL`
     /// without a primary key).
@@ -137,6 +142,8 @@ struct Part {
     identity: String,
     pages: i64,
     estimated_rows: i64,
+    bytes: i64,
+    block_size: i64,
 }
 
 impl SnapTable {
@@ -162,7 +169,7 @@ impl SnapTable {
             .query_opt(
                 "SELECT c.oid, c.relkind::text, c.relreplident::text,
                         (pg_relation_size(c.oid) / current_setting('block_size')::bigint)::bigint,
-                        c.reltuples::bigint
+                        c.reltuples::bigint, pg_table_size(c.oid), current_setting('block_size')::bigint
                    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                   WHERE n.nspname = $1 AND c.relname = $2",
                 &[&name.schema, &name.table],
@@ -178,6 +185,8 @@ impl SnapTable {
             identity: row.get(2),
             pages: row.get(3),
             estimated_rows: row.get(4),
+            bytes: row.get(5),
+            block_size: row.get(6),
         };
         let kind: String = row.get(1);
         if kind != "p" {
@@ -189,7 +198,7 @@ impl SnapTable {
             .query(
                 "SELECT n.nspname::text, c.relname::text, c.oid, c.relreplident::text,
                         (pg_relation_size(c.oid) / current_setting('block_size')::bigint)::bigint,
-                        c.reltuples::bigint
+                        c.reltuples::bigint, pg_table_size(c.oid), current_setting('block_size')::bigint
                    FROM pg_partition_tree($1::oid::regclass) t
                    JOIN pg_class c ON c.oid = t.relid
                    JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -209,6 +218,8 @@ impl SnapTable {
                 identity: r.get(3),
                 pages: r.get(4),
                 estimated_rows: r.get(5),
+                bytes: r.get(6),
+                block_size: r.get(7),
             })
             .collect();
         let root_shape = if via_root {
@@ -235,6 +246,10 @@ impl SnapTable {
             relation: shape.relation,
             pages: part.pages.max(0) as u64,
             estimated_rows: part.estimated_rows,
+            bytes: part.bytes.max(0) as u64,
+            // PageHeaderData is 24 bytes; each tuple takes at least a
+            // 24-byte header (MAXALIGNed) and a 4-byte line pointer.
+            page_items: (part.block_size.max(32) as u64 - 24) / 28,
             key_columns: shape.key_columns,
             select_list: shape.select_list,
         }
@@ -357,7 +372,7 @@ pub fn align(
     connector: &str,
     progress: SnapshotProgress,
     parts: &[Arc<SnapTable>],
-    chunk_pages: u64,
+    cfg: &SnapshotConfig,
 ) -> (Vec<Arc<SnapTable>>, SnapshotProgress) {
     let mut tables = Vec::new();
     let mut aligned = SnapshotProgress::default();
@@ -381,8 +396,7 @@ pub fn align(
         tracing::warn!(connector, table = %entry.table, partitions = of_root.len(), "snapshot progress of a partitioned table read as one table is planned again per partition");
         for part in of_root {
             if taken.insert(Arc::clone(&part.label)) {
-                let mut plan =
-                    progress::TableProgress::plan(part.label.to_string(), part.pages, chunk_pages);
+                let mut plan = plan_part(part, cfg);
                 plan.as_of.clone_from(&entry.as_of);
                 plan.initial = entry.initial;
                 tables.push(Arc::clone(part));
@@ -394,15 +408,43 @@ pub fn align(
 }
 
 /// A fresh initial snapshot of `parts`: every chunk pending.
-pub fn plan(parts: &[Arc<SnapTable>], chunk_pages: u64) -> SnapshotProgress {
+pub fn plan(parts: &[Arc<SnapTable>], cfg: &SnapshotConfig) -> SnapshotProgress {
     SnapshotProgress {
         tables: parts
             .iter()
-            .map(|t| {
-                progress::TableProgress::plan_initial(t.label.to_string(), t.pages, chunk_pages)
+            .map(|t| progress::TableProgress {
+                initial: true,
+                ..plan_part(t, cfg)
             })
             .collect(),
     }
+}
+
+/// `part`'s chunks: `snapshot.chunk_pages` pages each, fewer when the
+/// table's size (TOAST included) says that many pages hold more than
+/// `snapshot.chunk_max_bytes` of rows, and parts of one page when even
+/// one page does. An estimate (from `pg_table_size` and `reltuples`), not
+/// a hard limit: rows are not all the same size.
+pub fn plan_part(part: &SnapTable, cfg: &SnapshotConfig) -> progress::TableProgress {
+    let label = part.label.to_string();
+    let pages = part.pages.max(1);
+    let per_page = part.bytes / pages;
+    if per_page.saturating_mul(cfg.chunk_pages) <= cfg.chunk_max_bytes {
+        return progress::TableProgress::plan(label, part.pages, cfg.chunk_pages);
+    }
+    if per_page <= cfg.chunk_max_bytes {
+        let chunk_pages = (cfg.chunk_max_bytes / per_page.max(1)).clamp(1, cfg.chunk_pages);
+        return progress::TableProgress::plan(label, part.pages, chunk_pages);
+    }
+    // Rows per page: from the statistics, or, never analysed, as if the
+    // page were full.
+    let rows_per_page = match u64::try_from(part.estimated_rows) {
+        Ok(rows) if rows > 0 => rows.div_ceil(pages),
+        _ => part.page_items,
+    };
+    let per_row = (per_page / rows_per_page.max(1)).max(1);
+    let chunk_items = (cfg.chunk_max_bytes / per_row).clamp(1, part.page_items.max(1));
+    progress::TableProgress::plan_items(label, part.pages, chunk_items, part.page_items)
 }
 
 /// The text values of `columns` in `tuple` (None for NULL or unsent).
@@ -623,8 +665,60 @@ mod tests {
             identity: "d".into(),
             pages,
             estimated_rows: 0,
+            bytes: pages * 8192,
+            block_size: 8192,
         };
         Arc::new(SnapTable::new(&name(captured), p, shape))
+    }
+
+    fn snapshot_config(chunk_pages: u64) -> SnapshotConfig {
+        SnapshotConfig {
+            mode: crate::config::SnapshotMode::Initial,
+            max_threads: 1,
+            chunk_pages,
+            chunk_max_bytes: 16 << 20,
+            signal_table: None,
+        }
+    }
+
+    /// A part of `pages` pages holding `bytes` (heap and TOAST) in `rows`.
+    fn sized(pages: i64, bytes: i64, rows: i64) -> SnapTable {
+        let p = part("public.t", "public.t", pages);
+        SnapTable {
+            bytes: bytes as u64,
+            estimated_rows: rows,
+            ..Arc::into_inner(p).expect("one owner")
+        }
+    }
+
+    #[test]
+    fn chunks_of_large_rows_are_sized_by_bytes_down_to_parts_of_a_page() {
+        let cfg = snapshot_config(256);
+        // Ordinary rows: 256 pages of 8 KiB, well under 16 MiB.
+        let t = plan_part(&sized(10_000, 10_000 * 8192, 500_000), &cfg);
+        assert_eq!((t.chunk_pages, t.chunk_items, t.chunks), (256, 0, 40));
+        // 1 MiB per page (TOASTed values): 16 pages a chunk.
+        let t = plan_part(&sized(1_000, 1_000 << 20, 10_000), &cfg);
+        assert_eq!((t.chunk_pages, t.chunk_items), (16, 0));
+        // 100 rows of 1 MiB on each of 2 pages: 16 line pointers a chunk,
+        // 19 chunks a page (291 line pointers).
+        let t = plan_part(&sized(2, 200 << 20, 200), &cfg);
+        assert_eq!((t.chunk_pages, t.chunk_items, t.page_items), (1, 16, 291));
+        assert_eq!(t.chunks, 2 * 19);
+        assert_eq!(
+            t.ctid_range(0),
+            "ctid >= '(0,1)'::tid AND ctid < '(0,17)'::tid"
+        );
+        assert_eq!(
+            t.ctid_range(18),
+            "ctid >= '(0,289)'::tid AND ctid < '(1,0)'::tid"
+        );
+        assert_eq!(
+            t.ctid_range(19),
+            "ctid >= '(1,1)'::tid AND ctid < '(1,17)'::tid"
+        );
+        assert_eq!(t.ctid_range(37), "ctid >= '(1,289)'::tid");
+        assert_eq!(t.validate(), Ok(()));
     }
 
     #[test]
@@ -643,7 +737,7 @@ mod tests {
                 TableProgress::plan("public.a".into(), 10, 2),
             ],
         };
-        let (tables, progress) = align("c", stored, &parts, 2);
+        let (tables, progress) = align("c", stored, &parts, &snapshot_config(2));
         let labels: Vec<&str> = tables.iter().map(|t| &*t.label).collect();
         assert_eq!(labels, ["public.m_1", "public.a"]);
         assert_eq!(progress.tables[0], m1, "progress kept as stored");
@@ -661,7 +755,12 @@ mod tests {
         let mut root = TableProgress::plan("public.m".into(), 0, 2);
         root.as_of = Some("10:12:".into());
         root.mark_done(0, 0);
-        let (tables, progress) = align("c", SnapshotProgress { tables: vec![root] }, &parts, 2);
+        let (tables, progress) = align(
+            "c",
+            SnapshotProgress { tables: vec![root] },
+            &parts,
+            &snapshot_config(2),
+        );
         assert_eq!(tables.len(), 2);
         assert_eq!(progress.tables[0].table, "public.m_1");
         assert_eq!(progress.tables[0].chunks, 2);

@@ -35,6 +35,14 @@ pub struct TableProgress {
     /// forced. Records written before siphon stored this say nothing: read
     /// back, their tables count as initial (the safe side).
     pub initial: bool,
+    /// 0: chunks are whole pages. Otherwise each chunk is this many line
+    /// pointers of one page (`chunk_pages` is then 1): a table whose
+    /// rows are so large (TOASTed values) that one page's rows exceed
+    /// `snapshot.chunk_max_bytes` is read a part of a page at a time.
+    pub chunk_items: u64,
+    /// With `chunk_items`: line pointers a page can hold
+    /// (`MaxHeapTuplesPerPage` of the server's block size).
+    pub page_items: u64,
 }
 
 impl TableProgress {
@@ -51,6 +59,29 @@ impl TableProgress {
             rows: 0,
             as_of: None,
             initial: false,
+            chunk_items: 0,
+            page_items: 0,
+        }
+    }
+
+    /// A plan whose chunks are `chunk_items` line pointers of one page
+    /// (of `page_items`) each, for tables with very large rows.
+    pub fn plan_items(
+        table: String,
+        pages: u64,
+        chunk_items: u64,
+        page_items: u64,
+    ) -> TableProgress {
+        let page_items = page_items.max(1);
+        let chunk_items = chunk_items.clamp(1, page_items);
+        let per_page = page_items.div_ceil(chunk_items);
+        let chunks = pages.max(1) * per_page;
+        TableProgress {
+            chunk_items,
+            page_items,
+            chunks,
+            done: vec![0; chunks.div_ceil(8) as usize],
+            ..TableProgress::plan(table, pages, 1)
         }
     }
 
@@ -91,6 +122,26 @@ impl TableProgress {
     /// The `WHERE` condition selecting chunk `chunk` (pages are `u32` in a
     /// ctid; PostgreSQL 14+ runs it as a TID range scan).
     pub fn ctid_range(&self, chunk: u64) -> String {
+        if self.chunk_items > 0 {
+            let per_page = self.page_items.max(1).div_ceil(self.chunk_items);
+            let page = chunk / per_page;
+            let part = chunk % per_page;
+            // Line pointers count from 1.
+            let first = part * self.chunk_items + 1;
+            return if chunk + 1 >= self.chunks {
+                format!("ctid >= '({page},{first})'::tid")
+            } else if part + 1 == per_page {
+                format!(
+                    "ctid >= '({page},{first})'::tid AND ctid < '({},0)'::tid",
+                    page + 1
+                )
+            } else {
+                format!(
+                    "ctid >= '({page},{first})'::tid AND ctid < '({page},{})'::tid",
+                    first + self.chunk_items
+                )
+            };
+        }
         let start = chunk * self.chunk_pages;
         if chunk + 1 >= self.chunks {
             format!("ctid >= '({start},0)'::tid")
@@ -128,7 +179,25 @@ impl TableProgress {
         if self.chunks == 0 {
             return bad("chunks is 0 (a plan has at least one)".into());
         }
-        let last_start = (self.chunks - 1).checked_mul(self.chunk_pages);
+        if self.chunk_items > 0
+            && (self.page_items == 0 || self.page_items > 1 << 16 || self.chunk_pages != 1)
+        {
+            return bad(format!(
+                "chunks of {} line pointers need 1 page per chunk and at most 65536 line pointers per page, got {} and {}",
+                self.chunk_items, self.chunk_pages, self.page_items
+            ));
+        }
+        let pages_per_chunk_unit = if self.chunk_items > 0 {
+            1
+        } else {
+            self.chunk_pages
+        };
+        let chunks_per_page = if self.chunk_items > 0 {
+            self.page_items.div_ceil(self.chunk_items)
+        } else {
+            1
+        };
+        let last_start = ((self.chunks - 1) / chunks_per_page).checked_mul(pages_per_chunk_unit);
         if last_start.is_none_or(|start| start >= PAGE_LIMIT) {
             return bad(format!(
                 "{} chunks of {} pages reach past the largest page number ({})",
