@@ -29,9 +29,9 @@ if [ $# -gt 0 ]; then
 fi
 
 # The integration tests every newer server version runs: end to end, the
-# short fault run, snapshots, types, schema evolution, and the
-# version-specific tests.
-CORE=(e2e faults snapshot types evolution versions)
+# short fault run, snapshots, types, schema evolution, the version-specific
+# tests, the replication protocol client and error classification.
+CORE=(e2e faults snapshot types evolution versions replication errors)
 NEWER=(16 17 18)
 LANES="${SIPHON_TEST_LANES:-2}"
 
