@@ -61,6 +61,45 @@ async fn failover_slot_is_created_as_one() {
         Value::String("one".into())
     );
 
+    // An existing ordinary slot is used as it is, with a warning that
+    // names the command that makes it a failover slot.
+    bed.pg.psql(
+        "fo",
+        "SELECT 1 FROM pg_create_logical_replication_slot('siphon_pre', 'pgoutput')",
+    );
+    let pre = bed.connector_with("pre", "fo", &["public.t"], "", "failover_slot = true");
+    let s_pre = bed.siphon(&pre);
+    bed.wait_slot_active("fo", "siphon_pre").await;
+    poll_until(WAIT, "the failover warning", async || {
+        let log = s_pre.log();
+        (log.contains("postgres.failover_slot is true but slot siphon_pre is not a failover slot")
+            && log.contains("dbname=fo replication=database")
+            && log.contains("-c 'ALTER_REPLICATION_SLOT siphon_pre (FAILOVER true)'"))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(
+        bed.pg.psql(
+            "fo",
+            "SELECT failover FROM pg_replication_slots WHERE slot_name = 'siphon_pre'"
+        ),
+        "f"
+    );
+    // The command it names works (on the idle slot).
+    let mut s_pre = s_pre;
+    assert!(s_pre.stop().success(), "{}", s_pre.log());
+    bed.pg.psql(
+        "dbname=fo replication=database",
+        "ALTER_REPLICATION_SLOT siphon_pre (FAILOVER true)",
+    );
+    assert_eq!(
+        bed.pg.psql(
+            "fo",
+            "SELECT failover FROM pg_replication_slots WHERE slot_name = 'siphon_pre'"
+        ),
+        "t"
+    );
+
     // The default stays an ordinary slot.
     let plain = bed.connector("plain", "fo", &["public.t"], "");
     let p = bed.siphon(&plain);
