@@ -39,10 +39,11 @@ LANES="${SIPHON_TEST_LANES:-2}"
 # directly (no cargo, so no waiting on its build-directory lock while the
 # PostgreSQL 15 set runs under `cargo test`).
 start=$(date +%s)
+"${CARGO_TEST[@]}" --no-run
 declare -A exe
 while IFS=' ' read -r name path; do
   exe[$name]=$path
-done < <("${CARGO_TEST[@]}" --no-run --message-format=json-render-diagnostics |
+done < <("${CARGO_TEST[@]}" --no-run --message-format=json 2>/dev/null |
   python3 -c '
 import json, sys
 for line in sys.stdin:
