@@ -1,7 +1,8 @@
 //! The quickstart (run it with `scripts/quickstart.sh`): a throwaway
-//! PostgreSQL 15, a tansu broker and the schema-registry stand-in on
-//! loopback, the real `siphon` binary on a demo connector file, a few
-//! changes, and the decoded events printed as JSON.
+//! PostgreSQL (15 unless `SIPHON_TEST_PG` says otherwise), a tansu broker
+//! and the schema-registry stand-in on loopback, the real `siphon` binary
+//! on a demo connector file, a few changes, and the decoded events printed
+//! as JSON.
 //!
 //! It reuses the test bed of `tests/support` so the quickstart and the
 //! tests run on exactly the same set-up.
@@ -33,7 +34,10 @@ DELETE FROM customers WHERE id = 2;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    println!("== starting PostgreSQL 15 (throwaway cluster, wal_level=logical)");
+    println!(
+        "== starting PostgreSQL {} (throwaway cluster, wal_level=logical)",
+        postgres::server_major()
+    );
     let pg = postgres::PgCluster::start();
     pg.create_database("shop");
     pg.psql(

@@ -161,8 +161,10 @@ async fn generated_columns_are_not_in_events() {
         "INSERT INTO g (id, a) VALUES (1, 5); UPDATE g SET a = 6",
     );
     let events = bed.wait_events("gen.public.g", 2, &s).await;
-    // PostgreSQL 15's pgoutput leaves generated columns out of Relation
-    // and row messages, so they are in neither the schema nor the event.
+    // pgoutput leaves generated columns out of Relation and row messages
+    // (PostgreSQL 18 sends them only for a publication that asks, which
+    // siphon refuses: tests/versions.rs), so they are in neither the
+    // schema nor the event.
     for e in &events {
         let after = e.row("after").unwrap();
         assert_eq!(after.keys().collect::<Vec<_>>(), ["a", "id"]);

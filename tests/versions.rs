@@ -61,6 +61,45 @@ async fn failover_slot_is_created_as_one() {
         Value::String("one".into())
     );
 
+    // An existing ordinary slot is used as it is, with a warning that
+    // names the command that makes it a failover slot.
+    bed.pg.psql(
+        "fo",
+        "SELECT 1 FROM pg_create_logical_replication_slot('siphon_pre', 'pgoutput')",
+    );
+    let pre = bed.connector_with("pre", "fo", &["public.t"], "", "failover_slot = true");
+    let s_pre = bed.siphon(&pre);
+    bed.wait_slot_active("fo", "siphon_pre").await;
+    poll_until(WAIT, "the failover warning", async || {
+        let log = s_pre.log();
+        (log.contains("postgres.failover_slot is true but slot siphon_pre is not a failover slot")
+            && log.contains("dbname=fo replication=database")
+            && log.contains("-c 'ALTER_REPLICATION_SLOT siphon_pre (FAILOVER true)'"))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(
+        bed.pg.psql(
+            "fo",
+            "SELECT failover FROM pg_replication_slots WHERE slot_name = 'siphon_pre'"
+        ),
+        "f"
+    );
+    // The command it names works (on the idle slot).
+    let mut s_pre = s_pre;
+    assert!(s_pre.stop().success(), "{}", s_pre.log());
+    bed.pg.psql(
+        "dbname=fo replication=database",
+        "ALTER_REPLICATION_SLOT siphon_pre (FAILOVER true)",
+    );
+    assert_eq!(
+        bed.pg.psql(
+            "fo",
+            "SELECT failover FROM pg_replication_slots WHERE slot_name = 'siphon_pre'"
+        ),
+        "t"
+    );
+
     // The default stays an ordinary slot.
     let plain = bed.connector("plain", "fo", &["public.t"], "");
     let p = bed.siphon(&plain);
@@ -184,16 +223,37 @@ async fn wait_acked(bed: &Bed) -> String {
     end
 }
 
+/// The slot's confirmed position: where the next start resumes.
+fn confirmed(pg: &PgCluster) -> String {
+    pg.psql(
+        "b2b",
+        "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'siphon_b2b'",
+    )
+}
+
 /// A peer lost data on PostgreSQL 17 when it restarted at a commit end LSN
 /// equal to the next transaction's first change. Here every restart (SIGKILL
 /// and graceful, while caught up and in the middle of a burst) happens
-/// between back-to-back transactions, the slot's confirmed position at each
-/// is recorded, and the test requires that at least one restart resumed
-/// exactly at the first change of a transaction written afterwards; then
-/// every change must be in Kafka once, in order, and the table equal to the
-/// last event of each key.
+/// between back-to-back transactions, the slot's confirmed position after
+/// each caught-up one is recorded, and the test requires that at least one
+/// restart resumed exactly at the first change of a transaction written
+/// afterwards; then every change must be in Kafka once, in order, and the
+/// table equal to the last event of each key.
+///
+/// Without idle-time offsets a stored position is always a commit's end;
+/// with them (every 200 ms), it is also the WAL end of a keepalive, which
+/// PostgreSQL gives as the end of the last record it decoded: the same LSN.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_between_back_to_back_transactions_lose_and_duplicate_nothing() {
+    back_to_back("idle_offset_interval_ms = 3600000").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_between_back_to_back_transactions_with_idle_offsets() {
+    back_to_back("idle_offset_interval_ms = 200").await;
+}
+
+async fn back_to_back(extra_kafka: &str) {
     const ROUNDS: usize = 8;
     let bed = Bed::start("b2b").await;
     bed.pg.psql(
@@ -204,14 +264,7 @@ async fn restarts_between_back_to_back_transactions_lose_and_duplicate_nothing()
     // Aborted records of a killed instance are hidden from read_committed
     // consumers only through the proxy (tansu does not list them).
     let kafka = KafkaProxy::start(&bed.broker.bootstrap);
-    // No idle-time offsets: a stored position is then always a commit's
-    // end, the case under test, not a keepalive's WAL end past it.
-    let file = bed.connector(
-        "b2b",
-        "b2b",
-        &["public.t"],
-        "idle_offset_interval_ms = 3600000",
-    );
+    let file = bed.connector("b2b", "b2b", &["public.t"], extra_kafka);
     let text = std::fs::read_to_string(&file)
         .unwrap()
         .replace(&bed.broker.bootstrap, &kafka.bootstrap);
@@ -226,13 +279,15 @@ async fn restarts_between_back_to_back_transactions_lose_and_duplicate_nothing()
         match round % 4 {
             // Caught up, then SIGKILL: no Kafka transaction is open.
             0 => {
-                resumed_at.push(wait_acked(&bed).await);
+                wait_acked(&bed).await;
                 s.kill();
+                resumed_at.push(confirmed(&bed.pg));
             }
             // Caught up, then a graceful stop.
             1 => {
-                resumed_at.push(wait_acked(&bed).await);
+                wait_acked(&bed).await;
                 assert!(s.stop().success(), "{}", s.log());
+                resumed_at.push(confirmed(&bed.pg));
             }
             // A graceful stop in the middle of the stream.
             2 => {
@@ -257,7 +312,7 @@ async fn restarts_between_back_to_back_transactions_lose_and_duplicate_nothing()
         .filter(|end| firsts.contains(end.as_str()))
         .count();
     println!(
-        "VERSIONS back-to-back on PostgreSQL {}: {} transactions, {adjacent} starting at the previous commit's end; {exact} of {} caught-up restarts resumed exactly at a later transaction's first change",
+        "VERSIONS back-to-back ({extra_kafka}) on PostgreSQL {}: {} transactions, {adjacent} starting at the previous commit's end; {exact} of {} caught-up restarts resumed exactly at a later transaction's first change",
         server_major(),
         txs.len(),
         resumed_at.len()
@@ -268,7 +323,7 @@ async fn restarts_between_back_to_back_transactions_lose_and_duplicate_nothing()
     );
     assert!(
         exact > 0,
-        "no restart resumed at a transaction's first change: acknowledged {resumed_at:?}, transactions {txs:?}"
+        "no restart resumed at a transaction's first change: confirmed {resumed_at:?}, transactions {txs:?}"
     );
 
     let tables = vec!["t".to_owned()];

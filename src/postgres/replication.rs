@@ -138,7 +138,9 @@ pub enum SnapshotAction {
     /// stays valid only until the next command on this connection.
     Export,
     /// `USE_SNAPSHOT`: make the snapshot the current transaction's; the
-    /// connection must be inside `BEGIN ISOLATION LEVEL REPEATABLE READ`.
+    /// connection must be inside `BEGIN ISOLATION LEVEL REPEATABLE READ
+    /// READ ONLY` (PostgreSQL 16.13, 17.10 and 18.4 refuse a read-write
+    /// one).
     Use,
 }
 
