@@ -29,9 +29,10 @@ if [ $# -gt 0 ]; then
 fi
 
 # The integration tests every newer server version runs: end to end, the
-# short fault run, snapshots, types, schema evolution, the version-specific
+# short fault run, snapshots, types, table shapes (partitioned, keyless, …),
+# schema evolution, the version-specific
 # tests, the replication protocol client and error classification.
-CORE=(e2e faults snapshot types evolution versions replication errors)
+CORE=(e2e faults snapshot types evolution shapes versions replication errors)
 NEWER=(16 17 18)
 LANES="${SIPHON_TEST_LANES:-2}"
 
