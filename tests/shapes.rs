@@ -175,9 +175,13 @@ async fn a_partitioned_table_is_snapshotted_partition_by_partition_under_the_roo
     const ROWS: i64 = 3_000;
     let bed = Bed::start("app").await;
     create_partitioned(&bed, "app", ROWS);
+    bed.pg.psql(
+        "app",
+        "CREATE TABLE siphon_signals (id text PRIMARY KEY, type text NOT NULL, data text)",
+    );
     let file = with_snapshot(
         bed.connector("part", "app", &["public.m"], ""),
-        "max_threads = 2\nchunk_pages = 2",
+        "max_threads = 2\nchunk_pages = 2\nsignal_table = \"public.siphon_signals\"",
     );
     let mut s = bed.siphon(&file);
     bed.wait_slot_active("app", "siphon_part").await;
@@ -217,6 +221,40 @@ async fn a_partitioned_table_is_snapshotted_partition_by_partition_under_the_roo
         "{markers:?}"
     );
     assert_eq!(markers.iter().filter(|m| *m == "last").count(), 1);
+
+    // An incremental snapshot of the root reads every partition again,
+    // under the root's topic, and a consumer still holds the table.
+    bed.pg.psql(
+        "app",
+        r#"INSERT INTO siphon_signals VALUES ('p', 'execute-snapshot', '{"data-collections": ["public.m"]}')"#,
+    );
+    let rows = partitioned_state(&bed, "app", "m").len();
+    let evs = poll_until(WAIT, "the incremental snapshot of m", async || {
+        let evs = events(&bed, &bed.broker.bootstrap, "part.public.m").await;
+        let n = evs
+            .iter()
+            .filter(|e| e.op().as_deref() == Some("r") && snapshot_marker(e) == "incremental")
+            .count();
+        (n >= rows).then_some(evs)
+    })
+    .await;
+    let log = s.log();
+    let again: Vec<Event> = evs
+        .iter()
+        .filter(|e| e.op().as_deref() == Some("r") && snapshot_marker(e) == "incremental")
+        .cloned()
+        .collect();
+    assert_eq!(again.len(), rows, "{log}");
+    assert_eq!(
+        consumer_state(&again),
+        partitioned_state(&bed, "app", "m"),
+        "{log}"
+    );
+    assert_eq!(
+        consumer_state(&evs),
+        partitioned_state(&bed, "app", "m"),
+        "{log}"
+    );
     assert!(s.stop().success(), "{log}");
 }
 
