@@ -302,6 +302,28 @@ fn forge(bed: &Bed, record: &OffsetRecord) {
     );
 }
 
+/// Stores `forged` as the connector's offset, writes one more row, runs
+/// siphon until it stops with a fatal error, and checks that nothing
+/// moved: the slot was not acknowledged and no event was added. Returns
+/// siphon's log.
+fn refused_untouched(bed: &Bed, file: &std::path::Path, forged: &OffsetRecord) -> String {
+    forge(bed, forged);
+    bed.pg.psql("shop", "INSERT INTO t VALUES (6)");
+    let confirmed = confirmed_flush(bed);
+    let log = bed.run_until_fatal(file, &[]);
+    assert_eq!(
+        confirmed_flush(bed),
+        confirmed,
+        "the slot was acknowledged\n{log}"
+    );
+    assert_eq!(
+        read_committed(&bed.broker.bootstrap, "shop.public.t").len(),
+        5,
+        "{log}"
+    );
+    log
+}
+
 fn confirmed_flush(bed: &Bed) -> String {
     bed.pg.psql(
         "shop",
@@ -322,24 +344,12 @@ async fn an_offset_ahead_of_the_servers_wal_is_refused_and_never_acknowledged() 
     forged.flush_lsn = far;
     forged.index = None;
     forged.txn_complete = true;
-    forge(&bed, &forged);
-    bed.pg.psql("shop", "INSERT INTO t VALUES (6)");
-    let confirmed = confirmed_flush(&bed);
-    let log = bed.run_until_fatal(&file, &[]);
+    let log = refused_untouched(&bed, &file, &forged);
     assert!(
         log.contains(&format!(
             "the stored offset of connector shop is at {far}, ahead of the server's WAL, which ends at"
         )) && log.contains("reset the connector"),
         "{log}"
-    );
-    assert_eq!(
-        confirmed_flush(&bed),
-        confirmed,
-        "the slot was acknowledged"
-    );
-    assert_eq!(
-        read_committed(&bed.broker.bootstrap, "shop.public.t").len(),
-        5
     );
 }
 
@@ -348,24 +358,12 @@ async fn an_offset_of_another_slot_is_refused() {
     let (bed, file) = streamed_and_stopped().await;
     let mut forged = stored_offset(&bed, "shop").expect("an offset");
     forged.slot = "siphon_elsewhere".into();
-    forge(&bed, &forged);
-    bed.pg.psql("shop", "INSERT INTO t VALUES (6)");
-    let confirmed = confirmed_flush(&bed);
-    let log = bed.run_until_fatal(&file, &[]);
+    let log = refused_untouched(&bed, &file, &forged);
     assert!(
         log.contains(
             "the stored offset of connector shop belongs to replication slot siphon_elsewhere, but the connector reads replication slot siphon_shop"
         ),
         "{log}"
-    );
-    assert_eq!(
-        confirmed_flush(&bed),
-        confirmed,
-        "the slot was acknowledged"
-    );
-    assert_eq!(
-        read_committed(&bed.broker.bootstrap, "shop.public.t").len(),
-        5
     );
 }
 
@@ -387,22 +385,11 @@ async fn corrupt_snapshot_progress_is_refused_with_a_clear_error() {
             page_items: 0,
         }],
     });
-    forge(&bed, &forged);
-    let confirmed = confirmed_flush(&bed);
-    let log = bed.run_until_fatal(&file, &[]);
+    let log = refused_untouched(&bed, &file, &forged);
     assert!(
         log.contains("offset record of connector shop in topic siphon.offsets is invalid: snapshot progress of table public.t:")
             && !log.contains("panicked"),
         "{log}"
-    );
-    assert_eq!(
-        confirmed_flush(&bed),
-        confirmed,
-        "the slot was acknowledged"
-    );
-    assert_eq!(
-        read_committed(&bed.broker.bootstrap, "shop.public.t").len(),
-        5
     );
 }
 

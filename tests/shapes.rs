@@ -305,6 +305,14 @@ async fn without_publish_via_root_each_partition_is_snapshotted_to_its_own_topic
     assert!(s.stop().success(), "{}", s.log());
 }
 
+async fn connect(conn: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
 /// Inserts rows `(seq, note)` into keyless `table` from `next` on, one
 /// per statement, until stopped; returns the next unused seq.
 fn spawn_inserts(
@@ -316,10 +324,7 @@ fn spawn_inserts(
 ) -> tokio::task::JoinHandle<i64> {
     let conn = bed.pg.connection_string("app");
     tokio::spawn(async move {
-        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(connection);
+        let client = connect(&conn).await;
         let mut seq = next;
         while !stop.load(Ordering::Relaxed) {
             client
@@ -498,10 +503,7 @@ fn spawn_mixed_writes(
 ) -> tokio::task::JoinHandle<i64> {
     let conn = bed.pg.connection_string("app");
     tokio::spawn(async move {
-        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(connection);
+        let client = connect(&conn).await;
         let mut seed = 99u64;
         let mut next = rows + 1;
         while !stop.load(Ordering::Relaxed) {

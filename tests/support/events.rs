@@ -86,15 +86,23 @@ pub fn unwrap_union(v: &Value) -> &Value {
 
 /// Decodes every record of a topic read with read_committed.
 pub async fn decode_all(registry: &RegistryClient, records: &[Record]) -> Vec<Event> {
+    decode_with(records, async |bytes: &[u8]| decode(registry, bytes).await).await
+}
+
+/// Records as [`Event`]s, each key and value decoded by `decode`.
+async fn decode_with(
+    records: &[Record],
+    mut decode: impl AsyncFnMut(&[u8]) -> (u32, Value),
+) -> Vec<Event> {
     let mut out = Vec::with_capacity(records.len());
     for r in records {
         let key = match &r.key {
-            Some(k) => Some(decode(registry, k).await.1),
+            Some(k) => Some(decode(k).await.1),
             None => None,
         };
         let (value_schema_id, value) = match &r.value {
             Some(v) => {
-                let (id, v) = decode(registry, v).await;
+                let (id, v) = decode(v).await;
                 (Some(id), Some(v))
             }
             None => (None, None),
@@ -147,27 +155,7 @@ impl CachedDecoder {
     }
 
     pub async fn events(&mut self, records: &[Record]) -> Vec<Event> {
-        let mut out = Vec::with_capacity(records.len());
-        for r in records {
-            let key = match &r.key {
-                Some(k) => Some(self.value(k).await.1),
-                None => None,
-            };
-            let (value_schema_id, value) = match &r.value {
-                Some(v) => {
-                    let (id, v) = self.value(v).await;
-                    (Some(id), Some(v))
-                }
-                None => (None, None),
-            };
-            out.push(Event {
-                topic: r.topic.clone(),
-                key,
-                value,
-                value_schema_id,
-            });
-        }
-        out
+        decode_with(records, async |bytes: &[u8]| self.value(bytes).await).await
     }
 }
 
