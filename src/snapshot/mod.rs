@@ -1,7 +1,11 @@
 //! Snapshots: the current rows of the captured tables as `op = "r"`
 //! events, handed off to the change stream with no gap and no duplicate.
 //!
-//! Two ways to read, one unit of progress (a ctid chunk of a table,
+//! What is read is a list of parts ([`SnapTable`]): a captured table, or
+//! each leaf partition of a captured partitioned table (emitted under the
+//! root's shape and topic when the publication publishes via the root).
+//! Two ways to read, one unit of progress (a ctid chunk of a part — whole
+//! pages, or line pointers of one page for tables of very large rows —
 //! [`progress`]):
 //!
 //! - **Initial** ([`initial`]): the slot is created with an exported
