@@ -8,18 +8,7 @@ use std::process::Command;
 use support::bed::Bed;
 use support::kafka::free_port;
 use support::postgres::PgOptions;
-
-fn check(file: &std::path::Path) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_siphon"))
-        .arg("check")
-        .arg(file)
-        .output()
-        .expect("run siphon check");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
+use support::siphon::check;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_passes_on_a_good_setup() {

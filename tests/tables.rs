@@ -4,24 +4,11 @@
 
 mod support;
 
-use std::process::Command;
-
 use apache_avro::types::Value;
 use support::bed::Bed;
 use support::events::{Event, field};
 use support::kafka::read_committed;
-
-fn check(file: &std::path::Path) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_siphon"))
-        .arg("check")
-        .arg(file)
-        .output()
-        .expect("run siphon check");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
+use support::siphon::check;
 
 fn summary(e: &Event) -> (String, Value, Value) {
     let image = if e.op().as_deref() == Some("d") {

@@ -10,26 +10,14 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use apache_avro::types::Value;
 use support::bed::{Bed, WAIT};
 use support::kafka_proxy::KafkaProxy;
 use support::poll_until;
 use support::postgres::{PgCluster, require_server, server_major};
+use support::siphon::check;
 use support::truth::{self, TRUTH_SLOT};
-
-fn check(file: &std::path::Path) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_siphon"))
-        .arg("check")
-        .arg(file)
-        .output()
-        .expect("run siphon check");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_slot_is_created_as_one() {

@@ -756,37 +756,18 @@ mod tests {
             ("rows".into(), Value::Long(10)),
             ("as_of".into(), Value::Union(0, Box::new(Value::Null))),
         ]);
-        let value = Value::Record(vec![
-            ("connector".into(), Value::String("shop".into())),
-            ("commit_lsn".into(), Value::Long(100)),
-            ("index".into(), Value::Long(4)),
-            ("txn_complete".into(), Value::Boolean(true)),
-            ("flush_lsn".into(), Value::Long(100)),
-            (
-                "system_id".into(),
-                Value::String("7300000000000000000".into()),
+        let mut fields = v1_fields();
+        fields.push((
+            "snapshot".into(),
+            Value::Union(
+                1,
+                Box::new(Value::Record(vec![(
+                    "tables".into(),
+                    Value::Array(vec![table]),
+                )])),
             ),
-            ("timeline".into(), Value::Int(1)),
-            ("database".into(), Value::String("shop".into())),
-            ("slot".into(), Value::String("siphon_shop".into())),
-            ("written_at_ms".into(), Value::Long(1_700_000_000_000)),
-            (
-                "snapshot".into(),
-                Value::Union(
-                    1,
-                    Box::new(Value::Record(vec![(
-                        "tables".into(),
-                        Value::Array(vec![table]),
-                    )])),
-                ),
-            ),
-        ]);
-        let body = GenericDatumWriter::builder(&schema)
-            .build()
-            .and_then(|w| w.write_value_to_vec(value))
-            .unwrap();
-        let mut wire = vec![0, 0, 0, 0, 42];
-        wire.extend(body);
+        ));
+        let wire = framed(&schema, Value::Record(fields));
         let back = OffsetRecord::from_wire(&wire).unwrap();
         let progress = back.snapshot.unwrap();
         assert_eq!(progress.tables.len(), 1);
@@ -799,10 +780,10 @@ mod tests {
         assert!(t.is_done(0) && !t.is_done(1) && t.is_done(2));
     }
 
-    #[test]
-    fn a_record_written_before_snapshots_existed_still_decodes() {
-        // Written with the first schema version, as older siphons did.
-        let value = Value::Record(vec![
+    /// The fields of a record as the first schema version wrote them
+    /// (what `record(100, Some(4), true)` holds).
+    fn v1_fields() -> Vec<(String, Value)> {
+        vec![
             ("connector".into(), Value::String("shop".into())),
             ("commit_lsn".into(), Value::Long(100)),
             ("index".into(), Value::Long(4)),
@@ -816,13 +797,24 @@ mod tests {
             ("database".into(), Value::String("shop".into())),
             ("slot".into(), Value::String("siphon_shop".into())),
             ("written_at_ms".into(), Value::Long(1_700_000_000_000)),
-        ]);
-        let body = GenericDatumWriter::builder(&SCHEMA_V1)
+        ]
+    }
+
+    /// `value` written with an older `schema`, Confluent-framed.
+    fn framed(schema: &Schema, value: Value) -> Vec<u8> {
+        let body = GenericDatumWriter::builder(schema)
             .build()
             .and_then(|w| w.write_value_to_vec(value))
             .unwrap();
         let mut wire = vec![0, 0, 0, 0, 42];
         wire.extend(body);
+        wire
+    }
+
+    #[test]
+    fn a_record_written_before_snapshots_existed_still_decodes() {
+        // Written with the first schema version, as older siphons did.
+        let wire = framed(&SCHEMA_V1, Value::Record(v1_fields()));
         assert_eq!(
             OffsetRecord::from_wire(&wire).unwrap(),
             record(100, Some(4), true)

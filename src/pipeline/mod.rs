@@ -49,7 +49,7 @@ use crate::postgres::replication::{
 };
 use crate::snapshot::initial::{ChunkSink, Initial, Outcome};
 use crate::snapshot::progress::SnapshotProgress;
-use crate::snapshot::{SnapTable, SnapshotChunk, SnapshotError};
+use crate::snapshot::{SnapshotChunk, SnapshotError};
 use crate::telemetry::health::{self, ConnectorState};
 use crate::telemetry::metrics::metrics;
 
@@ -495,8 +495,10 @@ async fn run_once(
     let mut windowed: Option<SnapshotProgress> = stored.as_ref().and_then(|s| s.snapshot.clone());
     let mut initial_run = None;
     if let Some((snapshot_name, consistent_point)) = exported {
-        let tables = describe_tables(cfg, &catalog).await.map_err(snap_err)?;
-        let progress = plan(cfg, &tables);
+        let tables = crate::snapshot::describe_all(cfg, &catalog)
+            .await
+            .map_err(snap_err)?;
+        let progress = crate::snapshot::plan(&tables, &cfg.snapshot);
         // Everything before the consistent point is in the snapshot: an
         // offset there covers exactly that (and lets the slot keep it).
         initial.commit_lsn = consistent_point;
@@ -517,9 +519,11 @@ async fn run_once(
         )
         && (stored.is_none() || mode == SnapshotMode::Always)
     {
-        let tables = describe_tables(cfg, &catalog).await.map_err(snap_err)?;
+        let tables = crate::snapshot::describe_all(cfg, &catalog)
+            .await
+            .map_err(snap_err)?;
         info!(connector = %name, mode = mode.as_str(), "the slot exists, so the snapshot is read in watermark windows while streaming");
-        windowed = Some(plan(cfg, &tables));
+        windowed = Some(crate::snapshot::plan(&tables, &cfg.snapshot));
     }
 
     let (tx, rx) = mpsc::channel(cfg.pipeline.channel_capacity_events);
@@ -683,20 +687,6 @@ fn check_offset_belongs(
     Ok(())
 }
 
-/// The configured tables as the catalog describes them now: one part per
-/// table or leaf partition.
-async fn describe_tables(
-    cfg: &ConnectorConfig,
-    catalog: &Catalog,
-) -> Result<Vec<Arc<SnapTable>>, SnapshotError> {
-    crate::snapshot::describe_all(cfg, catalog, &cfg.postgres.tables).await
-}
-
-/// A fresh initial snapshot of `tables`: every chunk pending.
-fn plan(cfg: &ConnectorConfig, tables: &[Arc<SnapTable>]) -> SnapshotProgress {
-    crate::snapshot::plan(tables, &cfg.snapshot)
-}
-
 /// `snapshot.mode = initial_only`: read the tables under one exported
 /// snapshot of an ordinary transaction (no slot: nothing is streamed
 /// afterwards), store that it is done, and stop. After a crash the
@@ -717,11 +707,13 @@ async fn initial_only(
         info!(connector = %name, "snapshot.mode = initial_only and the snapshot is complete: nothing to do");
         return Ok(());
     }
-    let parts = describe_tables(cfg, catalog).await.map_err(snap_err)?;
+    let parts = crate::snapshot::describe_all(cfg, catalog)
+        .await
+        .map_err(snap_err)?;
     let (tables, progress) = match stored.as_ref().and_then(|s| s.snapshot.clone()) {
         Some(p) => crate::snapshot::align(name.as_str(), p, &parts, &cfg.snapshot),
         None => {
-            let progress = plan(cfg, &parts);
+            let progress = crate::snapshot::plan(&parts, &cfg.snapshot);
             (parts, progress)
         }
     };

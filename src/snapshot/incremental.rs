@@ -242,7 +242,7 @@ impl Windows {
         progress: SnapshotProgress,
     ) -> Result<Windows, SnapshotError> {
         let catalog = Catalog::connect(&cfg.postgres).await?;
-        let parts = super::describe_all(cfg, &catalog, &cfg.postgres.tables).await?;
+        let parts = super::describe_all(cfg, &catalog).await?;
         let (tables, progress) = super::align(cfg.name.as_str(), progress, &parts, &cfg.snapshot);
         let pending: usize = progress.tables.iter().map(|t| t.pending().count()).sum();
         tracing::info!(connector = %cfg.name, tables = tables.len(), chunks = pending, "snapshot in watermark windows started");

@@ -349,14 +349,14 @@ async fn shape(catalog: &Catalog, part: &Part) -> Result<Shape, SnapshotError> {
     })
 }
 
-/// The parts to read for every captured table, in `postgres.tables` order.
+/// The parts to read for every captured table (`postgres.tables`), in
+/// that order.
 pub async fn describe_all(
     cfg: &crate::config::ConnectorConfig,
     catalog: &Catalog,
-    tables: &[TableName],
 ) -> Result<Vec<Arc<SnapTable>>, SnapshotError> {
     let mut parts = Vec::new();
-    for t in tables {
+    for t in &cfg.postgres.tables {
         for part in SnapTable::describe(catalog, t, cfg.postgres.publish_via_partition_root).await?
         {
             parts.push(Arc::new(part));

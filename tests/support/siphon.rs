@@ -259,3 +259,16 @@ impl Drop for Siphon {
         self.kill();
     }
 }
+
+/// Runs `siphon check` on `file`: its exit code and everything it printed.
+pub fn check(file: &Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_siphon"))
+        .arg("check")
+        .arg(file)
+        .output()
+        .expect("run siphon check");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
