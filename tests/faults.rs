@@ -263,11 +263,23 @@ request_timeout_ms = 3000
         let sql = format!(
             "SELECT confirmed_flush_lsn >= '{end}' FROM pg_replication_slots WHERE slot_name = '{slot}'"
         );
-        let pg = &self.bed.pg;
-        poll_until(CATCH_UP, "siphon to catch up with the WAL", async || {
-            (pg.psql(DB, &sql) == "t").then_some(())
-        })
-        .await;
+        let deadline = std::time::Instant::now() + CATCH_UP;
+        while self.bed.pg.psql(DB, &sql) != "t" {
+            if std::time::Instant::now() > deadline {
+                // Diagnostic only: every instance's log, and the slot.
+                self.keep("siphon.log", "siphon's log", &self.every_siphon_log());
+                let slot_row = self.bed.pg.psql(
+                    DB,
+                    &format!("SELECT active, active_pid, confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+                );
+                panic!(
+                    "{}: siphon did not catch up with the WAL ({end}) in {CATCH_UP:?}; slot: {slot_row}\nsiphon log tail:\n{}",
+                    self.name,
+                    tail(&s.log())
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         self.note_rss(&s);
         let status = s.stop();
         assert!(
