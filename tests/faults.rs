@@ -765,6 +765,7 @@ impl Run {
                 if matches!(outcome, Forced::FirstRecovered | Forced::SecondTookOver) {
                     // `second` is the one waiting for the slot.
                     second.kill();
+                    self.survivor_commits(s).await;
                 } else {
                     assert!(
                         second.log().contains("was fenced"),
@@ -815,6 +816,58 @@ impl Forced {
                 "fenced the first instance (seen as a transient error); the second took the \
                  slot, the first waited"
             }
+        }
+    }
+}
+
+impl Run {
+    /// After the instance waiting for the slot was killed: waits until the
+    /// survivor `s` commits (its slot's confirmed position moves on), which
+    /// proves its producer is not fenced.
+    ///
+    /// Both instances restart after the forced fencing, and an attempt of
+    /// the waiting one that found the slot free (the survivor between two
+    /// runs) may fence the survivor's new producer after the survivor took
+    /// the slot: the survivor then stops on its fencing error, as it must,
+    /// and the waiting one would take over at its next retry. Killing the
+    /// waiting one took that away, so a fresh instance takes over instead,
+    /// as an orchestrator would start one.
+    async fn survivor_commits(&mut self, s: &mut Siphon) {
+        let sql = format!(
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{}'",
+            self.slot()
+        );
+        let before = self.bed.pg.psql(DB, &sql);
+        let moved = format!(
+            "SELECT confirmed_flush_lsn > '{before}' FROM pg_replication_slots WHERE slot_name = '{}'",
+            self.slot()
+        );
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if self.bed.pg.psql(DB, &moved) == "t" {
+                return;
+            }
+            if s.wait(Duration::ZERO).is_some() {
+                let log = s.log();
+                assert!(
+                    log.contains("was fenced"),
+                    "the surviving instance stopped without a fencing error:\n{}",
+                    warnings(&log)
+                );
+                eprintln!(
+                    "{}: the killed waiting instance had fenced the survivor; a new instance takes over",
+                    self.name
+                );
+                *s = self.siphon(&[]);
+                self.bed.wait_ready_status(s, 200).await;
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the surviving instance did not commit within {WAIT:?}:\n{}",
+                warnings(&s.log())
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }

@@ -39,6 +39,15 @@
 //!   requests on a side connection): the transactions still open (producer
 //!   id → first data offset) and every aborted one (producer id, first data
 //!   offset, offset of its ABORT marker);
+//! - producer fencing: tansu accepts AddPartitionsToTxn and EndTxn from an
+//!   epoch that a newer InitProducerId of the same transactional id has
+//!   replaced when that newer producer has not written yet, so a fenced
+//!   ("zombie") producer would go on committing. The proxy keeps the newest
+//!   (producer id, epoch) per transactional id from InitProducerId
+//!   responses and answers such a request itself with PRODUCER_FENCED, as a
+//!   correct broker does: it sends the broker an ApiVersions request under
+//!   the same correlation id instead, and puts its answer in that
+//!   response's place, so responses keep their order;
 //! - faults: [`KafkaProxy::cut`], [`KafkaProxy::set_down`],
 //!   [`KafkaProxy::stall`], [`KafkaProxy::set_delay`], and
 //!   [`KafkaProxy::cut_at_end_txn`]: the broker gets the EndTxn (commit or
@@ -76,12 +85,16 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::{AbortedTransaction, PartitionData};
 use kafka_protocol::messages::{
-    ApiKey, DescribeClusterResponse, FetchRequest, FetchResponse, FindCoordinatorResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataResponse, ProducerId, RequestHeader,
-    ResponseHeader, TopicName,
+    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, DescribeClusterResponse,
+    EndTxnRequest, EndTxnResponse, FetchRequest, FetchResponse, FindCoordinatorResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataResponse, ProducerId, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
@@ -143,6 +156,9 @@ pub struct ProxyStats {
     /// Responses where tansu's stable offset passed a transaction without a
     /// marker (its records shown, as tansu shows them).
     pub marker_gaps: u64,
+    /// AddPartitionsToTxn and EndTxn requests of fenced producers answered
+    /// with PRODUCER_FENCED by the proxy.
+    pub fenced_requests: u64,
 }
 
 impl KafkaProxy {
@@ -172,6 +188,8 @@ impl KafkaProxy {
             read_aheads: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
             fenced_dropped: AtomicU64::new(0),
+            producers: Mutex::new(HashMap::new()),
+            fenced_requests: AtomicU64::new(0),
             cut_end_txn: AtomicU64::new(0),
             end_txn_cuts: AtomicU64::new(0),
         });
@@ -247,6 +265,7 @@ impl KafkaProxy {
             aborted_listed: s.aborted_listed.load(Ordering::Relaxed),
             read_aheads: s.read_aheads.load(Ordering::Relaxed),
             fenced_dropped: s.fenced_dropped.load(Ordering::Relaxed),
+            fenced_requests: s.fenced_requests.load(Ordering::Relaxed),
             marker_gaps: s.gaps.load(Ordering::Relaxed),
         }
     }
@@ -303,6 +322,10 @@ struct Shared {
     gaps: AtomicU64,
     /// Fenced batches left out of read_committed responses.
     fenced_dropped: AtomicU64,
+    /// Per transactional id, the newest (producer id, epoch) the broker
+    /// handed out.
+    producers: Mutex<HashMap<String, (i64, i16)>>,
+    fenced_requests: AtomicU64,
     /// EndTxn responses still to be swallowed (each followed by a cut).
     cut_end_txn: AtomicU64,
     /// EndTxn responses swallowed so far.
@@ -366,6 +389,16 @@ enum Plan {
         isolation_level: i8,
         latest: HashSet<(String, i32)>,
     },
+    /// The producer's transactional id, to learn its newest epoch.
+    InitProducerId {
+        transactional_id: String,
+    },
+    /// A fenced producer's request, sent on as ApiVersions: the response
+    /// frame's body to answer instead (after the correlation id header).
+    Fenced {
+        header_version: i16,
+        body: Bytes,
+    },
 }
 
 type PendingMap = Mutex<HashMap<i32, Pending>>;
@@ -421,7 +454,7 @@ async fn requests(
             let api_key = i16::from_be_bytes([frame[0], frame[1]]);
             let version = i16::from_be_bytes([frame[2], frame[3]]);
             let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-            let (plan, rewritten) = plan(&frame, api_key, version).unwrap_or_else(|e| {
+            let (plan, rewritten) = plan(shared, &frame, api_key, version).unwrap_or_else(|e| {
                 shared.error(format!(
                     "cannot decode request to api {api_key} v{version}: {e}"
                 ));
@@ -549,9 +582,17 @@ fn topic_key(version: i16, name: &StrBytes, id: &[u8; 16]) -> TopicKey {
 /// read_committed Fetch goes to the broker as READ_UNCOMMITTED, because the
 /// proxy, not tansu, decides where the stable part of each partition ends
 /// (module docs).
-fn plan(frame: &Bytes, api_key: i16, version: i16) -> anyhow::Result<(Plan, Option<Bytes>)> {
+fn plan(
+    shared: &Shared,
+    frame: &Bytes,
+    api_key: i16,
+    version: i16,
+) -> anyhow::Result<(Plan, Option<Bytes>)> {
     let api = match ApiKey::try_from(api_key) {
         Ok(api @ (ApiKey::Fetch | ApiKey::ListOffsets)) => api,
+        Ok(api @ (ApiKey::InitProducerId | ApiKey::EndTxn | ApiKey::AddPartitionsToTxn)) => {
+            return plan_transactional(shared, frame, api, version);
+        }
         _ => return Ok((Plan::None, None)),
     };
     let mut buf = frame.clone();
@@ -604,6 +645,102 @@ fn plan(frame: &Bytes, api_key: i16, version: i16) -> anyhow::Result<(Plan, Opti
     ))
 }
 
+/// Transactional requests: InitProducerId is remembered; AddPartitionsToTxn
+/// (up to v3, what clients send) and EndTxn of a fenced producer are
+/// answered with PRODUCER_FENCED (module docs).
+fn plan_transactional(
+    shared: &Shared,
+    frame: &Bytes,
+    api: ApiKey,
+    version: i16,
+) -> anyhow::Result<(Plan, Option<Bytes>)> {
+    const PRODUCER_FENCED: i16 = 90;
+    let mut buf = frame.clone();
+    let header_version = api.request_header_version(version);
+    let header = RequestHeader::decode(&mut buf, header_version)?;
+    let fenced = |transactional_id: &str, producer_id: i64, epoch: i16| {
+        shared
+            .producers
+            .lock()
+            .expect("producers lock")
+            .get(transactional_id)
+            .is_some_and(|&newest| newest != (producer_id, epoch))
+    };
+    let mut body = BytesMut::new();
+    match api {
+        ApiKey::InitProducerId => {
+            let request = InitProducerIdRequest::decode(&mut buf, version)?;
+            return Ok((
+                request
+                    .transactional_id
+                    .map_or(Plan::None, |t| Plan::InitProducerId {
+                        transactional_id: t.0.as_str().to_owned(),
+                    }),
+                None,
+            ));
+        }
+        ApiKey::EndTxn => {
+            let request = EndTxnRequest::decode(&mut buf, version)?;
+            if !fenced(
+                request.transactional_id.0.as_str(),
+                request.producer_id.0,
+                request.producer_epoch,
+            ) {
+                return Ok((Plan::None, None));
+            }
+            let mut response = EndTxnResponse::default();
+            response.error_code = PRODUCER_FENCED;
+            response.encode(&mut body, version)?;
+        }
+        _ if version <= 3 => {
+            let request = AddPartitionsToTxnRequest::decode(&mut buf, version)?;
+            if !fenced(
+                request.v3_and_below_transactional_id.0.as_str(),
+                request.v3_and_below_producer_id.0,
+                request.v3_and_below_producer_epoch,
+            ) {
+                return Ok((Plan::None, None));
+            }
+            let mut response = AddPartitionsToTxnResponse::default();
+            response.results_by_topic_v3_and_below = request
+                .v3_and_below_topics
+                .iter()
+                .map(|t| {
+                    let mut result = AddPartitionsToTxnTopicResult::default();
+                    result.name = t.name.clone();
+                    result.results_by_partition = t
+                        .partitions
+                        .iter()
+                        .map(|&p| {
+                            let mut r = AddPartitionsToTxnPartitionResult::default();
+                            r.partition_index = p;
+                            r.partition_error_code = PRODUCER_FENCED;
+                            r
+                        })
+                        .collect();
+                    result
+                })
+                .collect();
+            response.encode(&mut body, version)?;
+        }
+        _ => return Ok((Plan::None, None)),
+    }
+    shared.fenced_requests.fetch_add(1, Ordering::Relaxed);
+    // ApiVersions v0 under the same correlation id: header v1, empty body.
+    let mut instead = BytesMut::new();
+    instead.put_i16(ApiKey::ApiVersions as i16);
+    instead.put_i16(0);
+    instead.put_i32(header.correlation_id);
+    instead.put_i16(-1); // no client id
+    Ok((
+        Plan::Fenced {
+            header_version: api.response_header_version(version),
+            body: body.freeze(),
+        },
+        Some(instead.freeze()),
+    ))
+}
+
 /// The rewritten response frame, or `None` to forward it unchanged.
 async fn rewrite(
     shared: &Shared,
@@ -614,6 +751,34 @@ async fn rewrite(
         return Ok(None);
     };
     let version = request.version;
+    match &request.plan {
+        Plan::Fenced {
+            header_version,
+            body,
+        } => {
+            let mut buf = frame.clone();
+            let correlation_id = buf.get_i32();
+            let mut out = BytesMut::new();
+            let mut header = ResponseHeader::default();
+            header.correlation_id = correlation_id;
+            header.encode(&mut out, *header_version)?;
+            out.extend_from_slice(body);
+            return Ok(Some(out.freeze()));
+        }
+        Plan::InitProducerId { transactional_id } => {
+            let mut buf = frame.clone();
+            ResponseHeader::decode(&mut buf, api.response_header_version(version))?;
+            let response = InitProducerIdResponse::decode(&mut buf, version)?;
+            if response.error_code == 0 {
+                shared.producers.lock().expect("producers lock").insert(
+                    transactional_id.clone(),
+                    (response.producer_id.0, response.producer_epoch),
+                );
+            }
+            return Ok(None);
+        }
+        _ => {}
+    }
     if !matches!(
         api,
         ApiKey::Metadata
