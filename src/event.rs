@@ -176,6 +176,26 @@ pub struct ChangeEvent {
     pub new: Option<Tuple>,
 }
 
+/// A logical decoding message (`pg_logical_emit_message`), numbered in the
+/// stream like a change.
+///
+/// A transactional message belongs to its transaction and takes the next
+/// index in it. A non-transactional one is sent by PostgreSQL as soon as
+/// it is decoded, outside any transaction: it gets the position
+/// `(its own LSN, 0)`, which falls between the commits decoded before and
+/// after it, so positions stay strictly increasing in stream order.
+#[derive(Clone, Debug)]
+pub struct MessageEvent {
+    pub position: Position,
+    /// Its source transaction; `None` for a non-transactional message.
+    pub tx: Option<Arc<SourceTx>>,
+    /// LSN of the message record.
+    pub lsn: Lsn,
+    pub prefix: String,
+    /// Zero-copy slice of what the replication stream sent.
+    pub content: Bytes,
+}
+
 /// A relation shape plus what siphon learned about it from the catalog,
 /// numbered so that every new shape gets a new schema version.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 
 pub mod array;
 pub mod encode;
+pub mod message;
 pub mod modes;
 pub mod registry;
 pub mod schema;

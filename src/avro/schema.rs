@@ -437,7 +437,7 @@ fn constant_default(type_schema: &str, expr: &str) -> Option<serde_json::Value> 
 
 /// Debezium 3.6.3's PostgreSQL `source` block as `AvroData` renders it.
 /// Field order is load-bearing: `encode.rs` writes values in this order.
-const SOURCE_FIELD: &str = concat!(
+pub(crate) const SOURCE_FIELD: &str = concat!(
     r#"{"name":"source","type":{"type":"record","name":"Source","namespace":"io.debezium.connector.postgresql","fields":["#,
     r#"{"name":"version","type":"string"},"#,
     r#"{"name":"connector","type":"string"},"#,

@@ -8,6 +8,7 @@
 //! come from an environment variable (`password_env`) or a file
 //! (`password_file`) and are held in [`Secret`], which never prints.
 
+mod messages;
 mod reader;
 mod schemas;
 mod secret;
@@ -19,6 +20,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+pub use messages::{MessagesConfig, OutboxConfig};
 use reader::Section;
 pub use schemas::{Compatibility, IncompatiblePolicy, SchemasConfig};
 pub use secret::Secret;
@@ -82,6 +84,10 @@ pub struct ConnectorConfig {
     /// `[types]`: how column values are represented (handling modes).
     pub types: crate::avro::modes::TypeModes,
     pub snapshot: SnapshotConfig,
+    /// `[messages]`: logical decoding messages as events.
+    pub messages: MessagesConfig,
+    /// `[outbox]`: the outbox event router.
+    pub outbox: OutboxConfig,
 }
 
 impl ConnectorConfig {
@@ -540,6 +546,8 @@ fn read_connector(
     let heartbeat = read_heartbeat(top.section("heartbeat"));
     let types = types::read_types(top.section("types"));
     let snapshot = top.section("snapshot");
+    let messages = messages::read_messages(top.section("messages"));
+    let outbox_section = top.section("outbox");
     top.finish();
 
     let default_object = name
@@ -613,6 +621,7 @@ fn read_connector(
     }
     pg.finish();
     let schemas = schemas::read(schemas_section, &tables);
+    let outbox = messages::read_outbox(outbox_section, &tables);
 
     let bootstrap_servers: Option<String> = kafka.required("bootstrap_servers");
     let topic_prefix: Option<String> = kafka.required("topic_prefix");
@@ -813,6 +822,8 @@ fn read_connector(
         heartbeat,
         types,
         snapshot: snapshot?,
+        messages,
+        outbox,
     })
 }
 

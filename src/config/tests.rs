@@ -541,3 +541,51 @@ fn message_max_bytes_must_be_what_librdkafka_accepts() {
         )]
     );
 }
+
+#[test]
+fn messages_and_outbox_are_off_by_default_and_name_their_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "shop.toml", GOOD);
+    let c = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap();
+    assert!(!c.messages.enabled);
+    assert_eq!(c.messages.topic_for("shop"), "shop.message");
+    assert!(!c.outbox.enabled());
+
+    let good = format!(
+        "{GOOD}\n[messages]\nenabled = true\nprefixes = [\"audit\"]\n\n[outbox]\ntable = \"public.orders\"\ntopic = \"{{prefix}}.events.{{aggregatetype}}\"\nmessage_prefix = \"outbox\"\n"
+    );
+    let path = write(&dir, "good.toml", &good);
+    let c = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap();
+    assert!(c.messages.publishes("audit") && !c.messages.publishes("other"));
+    assert!(c.outbox.is_table("public", "orders"));
+    assert_eq!(
+        c.outbox.topic_for("shop", "order").as_deref(),
+        Ok("shop.events.order")
+    );
+    assert!(c.outbox.topic_for("shop", "order lines").is_err());
+
+    let bad = format!(
+        "{GOOD}\n[messages]\nprefixes = [\"\"]\ntopic = \"a topic\"\n\n[outbox]\ntable = \"public.outbox\"\npayload_column = \"\"\npublish_tables = true\n"
+    );
+    let path = write(&dir, "bad.toml", &bad);
+    let err = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap_err();
+    let file = path.display();
+    assert_eq!(
+        err.problems,
+        vec![
+            format!(
+                "{file}: messages.topic: \"a topic\" is not a topic name: letters, digits, '.', '_' and '-', with the placeholders {{prefix}}"
+            ),
+            format!(
+                "{file}: messages.prefixes: holds an empty prefix: list the prefixes to publish, or leave the list empty for all"
+            ),
+            format!(
+                "{file}: outbox.table: public.outbox is not one of postgres.tables: add it there (siphon must capture it)"
+            ),
+            format!("{file}: outbox.payload_column: must name a column of the outbox table"),
+            format!(
+                "{file}: outbox.publish_tables: unknown key; did you mean \"publish_table\"? (known keys: table, id_column, aggregate_type_column, aggregate_id_column, type_column, payload_column, topic, publish_table, message_prefix)"
+            ),
+        ]
+    );
+}

@@ -19,6 +19,7 @@
 //! recovery path and it is always exercised.
 
 mod heartbeat;
+mod outbox;
 mod reader;
 mod writer;
 
@@ -59,6 +60,12 @@ pub(crate) enum Item {
     /// A row change not yet covered by the stored offset, holding its share
     /// of the channel's byte budget until the writer is done with it.
     Change(ChangeEvent, tokio::sync::OwnedSemaphorePermit),
+    /// A logical decoding message not yet covered by the stored offset.
+    /// A non-transactional one is followed by a `Commit` at its own LSN.
+    Message(
+        crate::event::MessageEvent,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
     /// The end of a source transaction: everything up to `end_lsn` is sent.
     Commit { commit_lsn: Lsn, end_lsn: Lsn },
     /// The reader is between transactions and the server's WAL ends here:
@@ -169,6 +176,16 @@ pub enum ConnectorError {
         #[source]
         source: KafkaError,
     },
+    #[error(
+        "{what} cannot be routed as an outbox event: {reason}. Nothing from it on was written; fix the outbox \
+         configuration ([outbox] in the connector file) or the application that wrote it, then restart siphon, \
+         which resumes at this event"
+    )]
+    Outbox {
+        /// Which row or message, e.g. "the outbox row at (0/16B3748, 1)".
+        what: String,
+        reason: String,
+    },
     #[error("the writer task of connector {connector} stopped unexpectedly")]
     WriterGone { connector: String },
     #[error(
@@ -200,6 +217,7 @@ impl ConnectorError {
             | ConnectorError::Encode { .. }
             | ConnectorError::RecordTooLarge { .. }
             | ConnectorError::RecordRefused { .. }
+            | ConnectorError::Outbox { .. }
             | ConnectorError::IncompatibleSchema { .. } => ErrorClass::Fatal,
             ConnectorError::WriterGone { .. } | ConnectorError::Panicked { .. } => {
                 ErrorClass::Transient

@@ -26,8 +26,8 @@ use tracing::{debug, info};
 use super::{ConnectorError, Item};
 use crate::config::ConnectorConfig;
 use crate::event::{
-    ChangeEvent, Lsn, Op, Position, Relation, RelationVersion, ReplicaIdentity, SourceTx, Tuple,
-    TupleValue,
+    ChangeEvent, Lsn, MessageEvent, Op, Position, Relation, RelationVersion, ReplicaIdentity,
+    SourceTx, Tuple, TupleValue,
 };
 use crate::kafka::offsets::OffsetRecord;
 use crate::postgres::PgError;
@@ -64,6 +64,7 @@ pub(super) struct Reader {
 /// An item on its way to the channel.
 enum Pending {
     Change(ChangeEvent),
+    Message(MessageEvent),
     Other(Item),
     Snapshot(Box<SnapshotChunk>, usize),
 }
@@ -409,7 +410,7 @@ impl Reader {
                 prefix,
                 content,
                 ..
-            } if self.windows.is_some() => {
+            } if self.windows.is_some() && prefix == incremental::PREFIX => {
                 let (Some(windows), Some((tx, next_index))) =
                     (self.windows.as_mut(), self.current.as_mut())
                 else {
@@ -423,6 +424,15 @@ impl Reader {
                     }
                     Watermark::Ignored | Watermark::Opened => Ok(Flow::Continue),
                 }
+            }
+            LogicalMessage::Message {
+                transactional,
+                lsn: message_lsn,
+                prefix,
+                content,
+            } if prefix != incremental::PREFIX => {
+                self.message(transactional, message_lsn, prefix, content, stream, cancel)
+                    .await
             }
             LogicalMessage::Type { .. }
             | LogicalMessage::Origin { .. }
@@ -511,6 +521,78 @@ impl Reader {
         }
         let size = event_size(&event);
         self.send(size, event, stream, cancel).await
+    }
+
+    /// A logical decoding message for the writer (which publishes it or
+    /// not, see `[messages]` and `[outbox]`), numbered like a change.
+    async fn message(
+        &mut self,
+        transactional: bool,
+        lsn: Lsn,
+        prefix: String,
+        content: bytes::Bytes,
+        stream: &mut ReplicationStream,
+        cancel: &CancellationToken,
+    ) -> Result<Flow, ConnectorError> {
+        if !self.cfg.messages.enabled && self.cfg.outbox.message_prefix.is_empty() {
+            return Ok(Flow::Continue);
+        }
+        let (position, tx) = match (transactional, self.current.as_mut()) {
+            (true, Some((tx, next_index))) => {
+                let position = Position {
+                    commit_lsn: tx.commit_lsn,
+                    index: *next_index,
+                };
+                *next_index += 1;
+                (position, Some(Arc::clone(tx)))
+            }
+            (true, None) => {
+                return Err(self.repl_error(ReplicationError::Protocol(format!(
+                    "a transactional message at {lsn} arrived outside a transaction"
+                ))));
+            }
+            (false, _) => (
+                Position {
+                    commit_lsn: lsn,
+                    index: 0,
+                },
+                None,
+            ),
+        };
+        if self.stored.as_ref().is_some_and(|s| s.covers(position)) {
+            self.skipped += 1;
+            return Ok(Flow::Continue);
+        }
+        self.report_skipped();
+        let size = u32::try_from(128 + prefix.len() + content.len()).unwrap_or(u32::MAX);
+        let message = MessageEvent {
+            position,
+            tx,
+            lsn,
+            prefix,
+            content,
+        };
+        if let Flow::Stop = self
+            .send(size, Pending::Message(message), stream, cancel)
+            .await?
+        {
+            return Ok(Flow::Stop);
+        }
+        if transactional {
+            return Ok(Flow::Continue);
+        }
+        // A non-transactional message is its own "transaction": once it is
+        // written, everything before the byte after it was sent.
+        self.send(
+            0,
+            Item::Commit {
+                commit_lsn: lsn,
+                end_lsn: Lsn(lsn.0 + 1),
+            },
+            stream,
+            cancel,
+        )
+        .await
     }
 
     /// Applies a snapshot signal; the progress it changes is stored (at the
@@ -605,6 +687,15 @@ impl Reader {
                     None => return Ok(Flow::Stop),
                     Some(Err(_)) => return Err(gone),
                     Some(Ok(permit)) => Item::Change(event, permit),
+                }
+            }
+            Pending::Message(message) => {
+                let budget = Arc::clone(&self.byte_budget)
+                    .acquire_many_owned(bytes.min(self.max_item_bytes()));
+                match self.wait_answering(budget, stream, cancel).await? {
+                    None => return Ok(Flow::Stop),
+                    Some(Err(_)) => return Err(gone),
+                    Some(Ok(permit)) => Item::Message(message, permit),
                 }
             }
         };

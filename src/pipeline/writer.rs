@@ -31,12 +31,13 @@ use tracing::{info, warn};
 
 use crate::telemetry::metrics::metrics;
 
-use super::{ConnectorError, Item};
+use super::{ConnectorError, Item, outbox};
+use crate::avro;
 use crate::avro::encode::{EncodePlan, EnvelopeContext};
 use crate::avro::registry::{RegistryClient, RegistryError};
 use crate::avro::schema::{self, SchemaNaming};
 use crate::config::{ConnectorConfig, IncompatiblePolicy};
-use crate::event::{ChangeEvent, Lsn, Op, RelationVersion};
+use crate::event::{ChangeEvent, Lsn, MessageEvent, Op, Position, RelationVersion};
 use crate::failpoint;
 use crate::kafka::offsets::{OFFSET_SCHEMA, OffsetRecord};
 use crate::kafka::producer::TxProducer;
@@ -93,6 +94,8 @@ pub(super) struct Writer {
     /// produced (that less the record overhead).
     message_max_bytes: u64,
     record_limit: usize,
+    /// The messages topic and its key and value schema ids, once ready.
+    message_plan: Option<(String, u32, u32)>,
 }
 
 impl Writer {
@@ -130,6 +133,7 @@ impl Writer {
             message_max_bytes: message_max_bytes(&cfg),
             record_limit: usize::try_from(crate::kafka::record_limit_bytes(&cfg))
                 .unwrap_or(usize::MAX),
+            message_plan: None,
             cfg,
         }
     }
@@ -184,6 +188,18 @@ impl Writer {
                 self.write_change(&event).await?;
                 self.pending.commit_lsn = event.position.commit_lsn;
                 self.pending.index = Some(event.position.index);
+                self.pending.txn_complete = false;
+                if let Some(b) = &self.batch
+                    && (b.events >= self.cfg.kafka.batch_max_events
+                        || b.bytes >= self.cfg.kafka.batch_max_bytes)
+                {
+                    self.commit().await?;
+                }
+            }
+            Item::Message(message, _budget) => {
+                self.write_message(&message).await?;
+                self.pending.commit_lsn = message.position.commit_lsn;
+                self.pending.index = Some(message.position.index);
                 self.pending.txn_complete = false;
                 if let Some(b) = &self.batch
                     && (b.events >= self.cfg.kafka.batch_max_events
@@ -280,6 +296,25 @@ impl Writer {
         if event.op == Op::Truncate && !self.cfg.kafka.emit_truncate {
             return Ok(());
         }
+        let relation = &event.relation.relation;
+        if self.cfg.outbox.is_table(&relation.schema, &relation.name) {
+            if event.op == Op::Create && self.snapshot_marker == "false" {
+                let routed = outbox::from_row(&self.cfg.outbox, event).map_err(|reason| {
+                    ConnectorError::Outbox {
+                        what: format!(
+                            "the outbox row of {}.{} at {}",
+                            relation.schema, relation.name, event.position
+                        ),
+                        reason,
+                    }
+                })?;
+                self.produce_outbox(&routed, event.position, event.tx.commit_ts_us)
+                    .await?;
+            }
+            if !self.cfg.outbox.publish_table {
+                return Ok(());
+            }
+        }
         let plan = self.plan_for(&event.relation).await?;
         self.begin_if_needed()?;
         // An update that changes the key is, for keyed consumers, a delete
@@ -352,6 +387,156 @@ impl Writer {
             .entry((Arc::clone(&plan.table), event.op))
             .or_default() += 1;
         self.newest_commit_us = Some(event.tx.commit_ts_us);
+        Ok(())
+    }
+
+    /// Publishes a logical decoding message: as an outbox event when it has
+    /// the outbox prefix, on the messages topic when `[messages]` takes its
+    /// prefix, else not at all.
+    async fn write_message(&mut self, message: &MessageEvent) -> Result<(), ConnectorError> {
+        let outbox_prefix = &self.cfg.outbox.message_prefix;
+        if !outbox_prefix.is_empty() && message.prefix == *outbox_prefix {
+            let routed =
+                outbox::from_message(&self.cfg.outbox, &message.content).map_err(|reason| {
+                    ConnectorError::Outbox {
+                        what: format!(
+                            "the logical message with prefix {:?} at {}",
+                            message.prefix, message.position
+                        ),
+                        reason,
+                    }
+                })?;
+            let ts_us = message
+                .tx
+                .as_ref()
+                .map_or_else(now_us, |tx| tx.commit_ts_us);
+            return self.produce_outbox(&routed, message.position, ts_us).await;
+        }
+        if !self.cfg.messages.publishes(&message.prefix) {
+            return Ok(());
+        }
+        let (topic, key_id, value_id) = self.message_plan().await?;
+        self.begin_if_needed()?;
+        self.key_buf.clear();
+        push_header(&mut self.key_buf, key_id);
+        avro::message::encode_key(message, &mut self.key_buf);
+        self.value_buf.clear();
+        push_header(&mut self.value_buf, value_id);
+        let ctx = EnvelopeContext {
+            connector_version: self.version,
+            name: &self.cfg.kafka.topic_prefix,
+            db: &self.cfg.postgres.database,
+            snapshot: "false",
+            now_us: now_us(),
+        };
+        avro::message::encode_value(message, &ctx, &mut self.value_buf);
+        let size = self.key_buf.len() + self.value_buf.len();
+        let what = || {
+            format!(
+                "the logical message with prefix {:?} at {}",
+                message.prefix, message.position
+            )
+        };
+        self.send_extra(&topic, Some(size), what, &[]).await?;
+        if let Some(tx) = &message.tx {
+            self.newest_commit_us = Some(tx.commit_ts_us);
+        }
+        Ok(())
+    }
+
+    /// The messages topic and its key and value schema ids: topic ensured
+    /// and schemas registered the first time.
+    async fn message_plan(&mut self) -> Result<(String, u32, u32), ConnectorError> {
+        if let Some(plan) = &self.message_plan {
+            return Ok(plan.clone());
+        }
+        let topic = self.cfg.messages.topic_for(&self.cfg.kafka.topic_prefix);
+        self.producer.ensure_topic(&topic, false).await?;
+        let key_id = self
+            .register(&topic::key_subject(&topic), avro::message::KEY_SCHEMA)
+            .await?;
+        let value_id = self
+            .register(
+                &topic::value_subject(&topic),
+                &avro::message::value_schema(),
+            )
+            .await?;
+        info!(connector = %self.cfg.name, topic = %topic, key_schema_id = key_id, value_schema_id = value_id, "messages topic ready");
+        let plan = (topic, key_id, value_id);
+        self.message_plan = Some(plan.clone());
+        Ok(plan)
+    }
+
+    /// Writes one outbox event: key = aggregate id, value = payload as
+    /// written (no schema registry framing), headers `id` and `type`.
+    async fn produce_outbox(
+        &mut self,
+        event: &outbox::OutboxEvent,
+        position: Position,
+        ts_us: i64,
+    ) -> Result<(), ConnectorError> {
+        let what = || format!("the outbox event {:?} at {position}", event.id);
+        let topic = self
+            .cfg
+            .outbox
+            .topic_for(&self.cfg.kafka.topic_prefix, &event.aggregate_type)
+            .map_err(|reason| ConnectorError::Outbox {
+                what: what(),
+                reason,
+            })?;
+        self.producer.ensure_topic(&topic, false).await?;
+        self.begin_if_needed()?;
+        self.key_buf.clear();
+        self.key_buf
+            .extend_from_slice(event.aggregate_id.as_bytes());
+        self.value_buf.clear();
+        let size = match &event.payload {
+            Some(p) => {
+                self.value_buf.extend_from_slice(p);
+                Some(self.key_buf.len() + p.len())
+            }
+            None => None,
+        };
+        let headers: [(&str, &[u8]); 2] = [
+            ("id", event.id.as_bytes()),
+            ("type", event.event_type.as_bytes()),
+        ];
+        self.send_extra(&topic, size, what, &headers).await?;
+        self.newest_commit_us = Some(ts_us);
+        Ok(())
+    }
+
+    /// Sends `key_buf` and `value_buf` (a tombstone when `size` is `None`)
+    /// to `topic` in the open transaction, after the same size check as
+    /// row events; counts it in the batch.
+    async fn send_extra(
+        &mut self,
+        topic: &str,
+        size: Option<usize>,
+        what: impl Fn() -> String,
+        headers: &[(&str, &[u8])],
+    ) -> Result<(), ConnectorError> {
+        let bytes = size.unwrap_or(self.key_buf.len());
+        if bytes > self.record_limit {
+            return Err(ConnectorError::RecordTooLarge {
+                change: what(),
+                topic: topic.to_owned(),
+                bytes,
+                limit: self.record_limit,
+                max: self.message_max_bytes,
+                overhead: RECORD_OVERHEAD_BYTES,
+            });
+        }
+        let value = size.map(|_| self.value_buf.as_slice());
+        self.producer
+            .send_with_headers(topic, Some(&self.key_buf), value, headers)
+            .await
+            .map_err(|e| self.refused(e))?;
+        failpoint::crash(failpoint::MID_BATCH);
+        if let Some(b) = &mut self.batch {
+            b.events += 1;
+            b.bytes += bytes;
+        }
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// The tansu binary: `$SIPHON_TANSU`, `~/.cargo/bin/tansu`, or `tansu` on PATH.
@@ -154,6 +154,18 @@ pub struct Record {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    /// Record headers (name, value), in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Record {
+    /// The value of the first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
 }
 
 /// Reads every committed record of `topic` (all partitions) with
@@ -262,6 +274,14 @@ pub fn drain_assigned(consumer: &BaseConsumer, topic: &str, pending: HashSet<i32
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
             value: m.payload().map(<[u8]>::to_vec),
+            headers: m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     });
     out.sort_by_key(|r| (r.partition, r.offset));
