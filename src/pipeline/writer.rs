@@ -42,6 +42,8 @@ use crate::kafka::offsets::{OFFSET_SCHEMA, OffsetRecord};
 use crate::kafka::producer::TxProducer;
 use crate::kafka::{KafkaError, RECORD_OVERHEAD_BYTES, message_max_bytes, topic};
 
+mod outputs;
+
 /// Everything needed to write one relation version's events.
 struct Plan {
     encode: EncodePlan,
@@ -93,6 +95,9 @@ pub(super) struct Writer {
     /// produced (that less the record overhead).
     message_max_bytes: u64,
     record_limit: usize,
+    /// Extra outputs: transaction metadata, dead letters, heartbeats
+    /// (`outputs`).
+    extras: outputs::Extras,
 }
 
 impl Writer {
@@ -130,6 +135,7 @@ impl Writer {
             message_max_bytes: message_max_bytes(&cfg),
             record_limit: usize::try_from(crate::kafka::record_limit_bytes(&cfg))
                 .unwrap_or(usize::MAX),
+            extras: outputs::Extras::new(&cfg),
             cfg,
         }
     }
@@ -154,16 +160,18 @@ impl Writer {
 
     async fn run_inner(&mut self, mut rx: mpsc::Receiver<Item>) -> Result<Lsn, ConnectorError> {
         let linger = Duration::from_millis(self.cfg.kafka.batch_linger_ms);
+        let mut heartbeat = outputs::heartbeat_ticker(&self.cfg);
         loop {
             let deadline = self
                 .batch
                 .as_ref()
                 .map(|b| tokio::time::Instant::from_std(b.started + linger));
             // Priority: a due commit first (bounds latency even under a
-            // steady stream), then new items.
+            // steady stream), then a due heartbeat record, then new items.
             tokio::select! {
                 biased;
                 _ = sleep_until_opt(deadline), if deadline.is_some() => self.commit().await?,
+                _ = outputs::tick(&mut heartbeat) => self.write_heartbeat().await?,
                 item = rx.recv() => match item {
                     None => break,
                     Some(item) => self.handle(item).await?,
@@ -192,10 +200,12 @@ impl Writer {
                     self.commit().await?;
                 }
             }
+            Item::Written(event, _budget) => self.recount(&event).await?,
             Item::Commit {
                 commit_lsn,
                 end_lsn,
             } => {
+                self.end_transaction(commit_lsn).await?;
                 self.pending.complete_transaction(commit_lsn, end_lsn);
                 // A size-triggered commit may have closed the batch just
                 // before this transaction's end: open one anyway, so the
@@ -281,7 +291,9 @@ impl Writer {
             return Ok(());
         }
         let plan = self.plan_for(&event.relation).await?;
-        self.begin_if_needed()?;
+        if !self.extras.replaying {
+            self.begin_if_needed()?;
+        }
         // An update that changes the key is, for keyed consumers, a delete
         // of the old key and a create of the new one (as Debezium emits it).
         if plan.encode.key_changed(event) {
@@ -303,12 +315,19 @@ impl Writer {
 
     /// Encodes and sends one event (plus its tombstone for a delete).
     async fn produce(&mut self, plan: &Plan, event: &ChangeEvent) -> Result<(), ConnectorError> {
+        let order = self.order(plan, event).await?;
+        if self.extras.replaying {
+            return Ok(());
+        }
         let key = match plan.key_id {
             Some(id) => {
                 self.key_buf.clear();
                 push_header(&mut self.key_buf, id);
                 let r = plan.encode.encode_event_key(event, &mut self.key_buf);
-                self.encode_err(plan, event, r)?
+                match self.encode_err(plan, event, r) {
+                    Ok(key) => key,
+                    Err(e) => return self.dead_letter_or(e, plan, event, order.as_ref()).await,
+                }
             }
             None => false,
         };
@@ -320,13 +339,17 @@ impl Writer {
             db: &self.cfg.postgres.database,
             snapshot: self.snapshot_marker,
             now_us: now_us(),
+            transaction: order.as_ref().map(|o| o.block()),
         };
         let r = plan.encode.encode_value(event, &ctx, &mut self.value_buf);
-        self.encode_err(plan, event, r)?;
+        if let Err(e) = self.encode_err(plan, event, r) {
+            return self.dead_letter_or(e, plan, event, order.as_ref()).await;
+        }
         let key_bytes = key.then_some(self.key_buf.as_slice());
         let size = key_bytes.map_or(0, <[u8]>::len) + self.value_buf.len();
         if size > self.record_limit {
-            return Err(self.too_large(plan, event, size));
+            let e = self.too_large(plan, event, size);
+            return self.dead_letter_or(e, plan, event, order.as_ref()).await;
         }
         self.producer
             .send(&plan.topic, key_bytes, Some(&self.value_buf))
@@ -619,6 +642,7 @@ impl Writer {
         for (table, n) in self.snapshot_counts.drain() {
             m.snapshot_rows.with_label_values(&[name, &table]).inc_by(n);
         }
+        self.extras.count_committed(name);
         for ((table, op), n) in self.batch_counts.drain() {
             m.events
                 .with_label_values(&[name, &table, op.code()])
