@@ -259,7 +259,12 @@ impl Writer {
             .await
             .map_err(|e| self.refused(e))?;
         if own {
+            // Not a commit for the idle-offset pacing: heartbeats more
+            // frequent than kafka.idle_offset_interval_ms must not keep
+            // the slot from advancing.
+            let last_commit = self.last_commit;
             self.commit().await?;
+            self.last_commit = last_commit;
         }
         Ok(())
     }
