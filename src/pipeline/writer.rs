@@ -20,7 +20,12 @@
 //! it could never be written, so the writer stops with a fatal error and
 //! the open Kafka transaction is aborted, leaving the stored offset before
 //! the change. A record the broker refuses as too large (its topic limit
-//! can be lower) ends the same way at the commit.
+//! can be lower) ends the same way at the commit. With `[dead_letter]`, a
+//! record over the limit and an event the encoder refuses become dead
+//! letters instead.
+//!
+//! The extra outputs — transaction metadata, dead letters, heartbeat
+//! records — live in `writer/outputs.rs`; the hooks here are one call each.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
