@@ -92,3 +92,24 @@ pub(super) fn read_heartbeat(mut section: Section) -> HeartbeatConfig {
         topic,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_need_the_flag_and_an_interval_and_default_to_debeziums_topic() {
+        let mut c = HeartbeatConfig {
+            interval_ms: 5000,
+            emit_records: true,
+            ..HeartbeatConfig::default()
+        };
+        assert_eq!(c.records_interval_ms(), Some(5000));
+        assert_eq!(c.topic("shop"), "__debezium-heartbeat.shop");
+        c.topic = Some("beats".into());
+        assert_eq!(c.topic("shop"), "beats");
+        c.emit_records = false;
+        assert_eq!(c.records_interval_ms(), None);
+        assert_eq!(HeartbeatConfig::default().records_interval_ms(), None);
+    }
+}

@@ -42,3 +42,23 @@ pub(super) fn read_transactions(mut section: Section) -> TransactionsConfig {
     section.finish();
     TransactionsConfig { enabled, topic }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_topic_defaults_to_debeziums() {
+        let on = TransactionsConfig {
+            enabled: true,
+            topic: None,
+        };
+        assert_eq!(on.topic("shop"), "shop.transaction");
+        let named = TransactionsConfig {
+            enabled: true,
+            topic: Some("tx".into()),
+        };
+        assert_eq!(named.topic("shop"), "tx");
+        assert!(!TransactionsConfig::default().enabled);
+    }
+}

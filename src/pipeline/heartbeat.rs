@@ -112,3 +112,38 @@ pub(super) mod records {
         (key, value)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use apache_avro::Schema;
+    use apache_avro::reader::datum::GenericDatumReader;
+    use apache_avro::types::Value;
+
+    use super::records::{KEY_SCHEMA, VALUE_SCHEMA, record};
+
+    fn decode(schema: &str, bytes: &[u8], id: u32) -> Value {
+        assert_eq!(bytes[..5], [[0].as_slice(), &id.to_be_bytes()].concat());
+        let schema = Schema::parse_str(schema).unwrap();
+        let mut body = &bytes[5..];
+        let v = GenericDatumReader::builder(&schema)
+            .build()
+            .unwrap()
+            .read_value(&mut body)
+            .unwrap();
+        assert!(body.is_empty());
+        v
+    }
+
+    #[test]
+    fn a_heartbeat_record_is_debeziums() {
+        let (key, value) = record((3, 4), "shop", 1_700_000_000_123);
+        assert_eq!(
+            decode(KEY_SCHEMA, &key, 3),
+            Value::Record(vec![("serverName".into(), Value::String("shop".into()))])
+        );
+        assert_eq!(
+            decode(VALUE_SCHEMA, &value, 4),
+            Value::Record(vec![("ts_ms".into(), Value::Long(1_700_000_000_123))])
+        );
+    }
+}
