@@ -78,6 +78,19 @@ pub struct EnvelopeContext<'a> {
     /// Processing time (µs since the epoch) for the top-level
     /// `ts_ms`/`ts_us`/`ts_ns`.
     pub now_us: i64,
+    /// The envelope's `transaction` block; `None` writes null.
+    pub transaction: Option<TransactionBlock<'a>>,
+}
+
+/// Debezium's `transaction` block of one event (`[transactions]`).
+#[derive(Clone, Copy, Debug)]
+pub struct TransactionBlock<'a> {
+    /// The source transaction's id (`{xid}:{commit_lsn}`).
+    pub id: &'a str,
+    /// 1-based position among the transaction's events.
+    pub total_order: u64,
+    /// 1-based position among the transaction's events of this table.
+    pub data_collection_order: u64,
 }
 
 /// Why an event could not be encoded. Messages name the table and column,
@@ -418,7 +431,15 @@ impl EncodePlan {
         write_long(out, event.lsn.0 as i64);
         out.extend_from_slice(&[UNION_NULL; 3]); // xmin, origin, origin_lsn
 
-        out.push(UNION_NULL); // transaction: no transaction metadata yet
+        match &ctx.transaction {
+            None => out.push(UNION_NULL),
+            Some(block) => {
+                out.push(UNION_SECOND);
+                write_bytes(out, block.id.as_bytes());
+                write_long(out, block.total_order as i64);
+                write_long(out, block.data_collection_order as i64);
+            }
+        }
         write_bytes(out, event.op.code().as_bytes());
         for v in [
             ctx.now_us.div_euclid(1000),
@@ -810,6 +831,7 @@ mod tests {
         db: "shop",
         snapshot: "false",
         now_us: 1_795_433_472_065_758,
+        transaction: None,
     };
 
     fn decode(schema: &str, bytes: &[u8]) -> Value {

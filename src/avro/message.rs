@@ -80,6 +80,7 @@ mod tests {
     use std::sync::Arc;
 
     use apache_avro::Schema;
+    use apache_avro::reader::datum::GenericDatumReader;
     use apache_avro::types::Value;
 
     use super::*;
@@ -106,7 +107,13 @@ mod tests {
 
     fn decode(schema: &str, bytes: &[u8]) -> Value {
         let schema = Schema::parse_str(schema).expect("schema parses");
-        apache_avro::from_avro_datum(&schema, &mut &bytes[..], None).expect("decodes")
+        let mut body = bytes;
+        let value = GenericDatumReader::builder(&schema)
+            .build()
+            .and_then(|r| r.read_value(&mut body))
+            .expect("decodes");
+        assert!(body.is_empty(), "bytes left after the datum");
+        value
     }
 
     fn field<'v>(v: &'v Value, name: &str) -> &'v Value {
@@ -128,6 +135,7 @@ mod tests {
             db: "app",
             snapshot: "false",
             now_us: 1_800_000_000_000_000,
+            transaction: None,
         };
         for tx in [true, false] {
             let m = message(tx);

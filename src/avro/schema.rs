@@ -458,8 +458,9 @@ pub(crate) const SOURCE_FIELD: &str = concat!(
     r#"],"connect.version":1,"connect.name":"io.debezium.connector.postgresql.Source"}}"#,
 );
 
-/// Debezium's transaction block (filled only with
-/// `provide.transaction.metadata`, which siphon does not offer yet).
+/// Debezium's transaction block, filled in streamed events with
+/// `[transactions] enabled` (Debezium's `provide.transaction.metadata`),
+/// null otherwise and in snapshot rows.
 const TRANSACTION_FIELD: &str = concat!(
     r#"{"name":"transaction","type":["null",{"type":"record","name":"block","namespace":"event","fields":["#,
     r#"{"name":"id","type":"string"},"#,

@@ -9,9 +9,12 @@
 //! (`password_file`) and are held in [`Secret`], which never prints.
 
 mod messages;
+mod dead_letter;
+mod heartbeat;
 mod reader;
 mod schemas;
 mod secret;
+mod transactions;
 mod types;
 
 use std::cell::RefCell;
@@ -21,9 +24,12 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 pub use messages::{MessagesConfig, OutboxConfig};
+pub use dead_letter::DeadLetterConfig;
+pub use heartbeat::HeartbeatConfig;
 use reader::Section;
 pub use schemas::{Compatibility, IncompatiblePolicy, SchemasConfig};
 pub use secret::Secret;
+pub use transactions::TransactionsConfig;
 
 /// A connector's name: it derives the Kafka `transactional.id`, the offset
 /// record key and the default slot and publication names, so it must stay
@@ -88,6 +94,10 @@ pub struct ConnectorConfig {
     pub messages: MessagesConfig,
     /// `[outbox]`: the outbox event router.
     pub outbox: OutboxConfig,
+    /// `[transactions]`: transaction metadata (BEGIN/END records, blocks).
+    pub transactions: TransactionsConfig,
+    /// `[dead_letter]`: where rows go that cannot be written.
+    pub dead_letter: DeadLetterConfig,
 }
 
 impl ConnectorConfig {
@@ -312,20 +322,6 @@ pub struct PipelineConfig {
     pub channel_capacity_bytes: u64,
 }
 
-/// The `[heartbeat]` section: a query siphon runs periodically on a normal
-/// connection, Debezium's `heartbeat.action.query`. Its purpose is WAL
-/// safety: a change it makes in a published table gives the slot something
-/// to confirm even when the slot's own database is idle while others on the
-/// same server are busy (docs/operations.md, "WAL retention").
-#[derive(Clone, Debug, Default)]
-pub struct HeartbeatConfig {
-    /// How often to run `action_query`; 0 turns the heartbeat off.
-    pub interval_ms: u64,
-    /// The SQL to run (e.g. an UPDATE of a heartbeat table in the
-    /// publication). Present exactly when `interval_ms > 0`.
-    pub action_query: Option<String>,
-}
-
 /// When a connector reads its tables' current rows (op `r`) before or
 /// while streaming their changes; the names are Debezium's `snapshot.mode`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -543,7 +539,9 @@ fn read_connector(
     let mut registry = top.section("registry");
     let mut pipeline = top.section("pipeline");
     let schemas_section = top.section("schemas");
-    let heartbeat = read_heartbeat(top.section("heartbeat"));
+    let heartbeat = heartbeat::read_heartbeat(top.section("heartbeat"));
+    let transactions = transactions::read_transactions(top.section("transactions"));
+    let dead_letter = dead_letter::read_dead_letter(top.section("dead_letter"));
     let types = types::read_types(top.section("types"));
     let snapshot = top.section("snapshot");
     let messages = messages::read_messages(top.section("messages"));
@@ -824,6 +822,8 @@ fn read_connector(
         snapshot: snapshot?,
         messages,
         outbox,
+        transactions,
+        dead_letter,
     })
 }
 
@@ -884,32 +884,6 @@ fn read_snapshot(mut section: Section) -> Option<SnapshotConfig> {
 /// transaction, so it should fit in about one batch.
 fn default_chunk_max_bytes() -> u64 {
     16 * 1024 * 1024
-}
-
-/// Reads `[heartbeat]`: both keys or neither, so a half-configured
-/// heartbeat never silently does nothing.
-fn read_heartbeat(mut section: Section) -> HeartbeatConfig {
-    let interval_ms: u64 = section.optional("interval_ms").unwrap_or(0);
-    let action_query: Option<String> = section
-        .optional::<String>("action_query")
-        .filter(|q| !q.trim().is_empty());
-    match (interval_ms, &action_query) {
-        (0, Some(_)) => section.problem_at(
-            "action_query",
-            "has no effect while heartbeat.interval_ms is 0 (off); set interval_ms (e.g. 10000) or remove action_query",
-        ),
-        (i, None) if i > 0 => section.problem_at(
-            "action_query",
-            "is required when heartbeat.interval_ms > 0: the SQL to run at each interval, e.g. \"UPDATE siphon_heartbeat SET ts = now()\"",
-        ),
-        (i, Some(_)) if i > 0 => section.at_least("interval_ms", i, 100),
-        _ => {}
-    }
-    section.finish();
-    HeartbeatConfig {
-        interval_ms,
-        action_query: if interval_ms > 0 { action_query } else { None },
-    }
 }
 
 fn default_pg_host() -> String {

@@ -380,7 +380,7 @@ fn heartbeat_is_off_by_default_and_needs_both_keys() {
     let cases = [
         (
             "[heartbeat]\ninterval_ms = 5000\n",
-            "heartbeat.action_query: is required when heartbeat.interval_ms > 0: the SQL to run at each interval, e.g. \"UPDATE siphon_heartbeat SET ts = now()\"",
+            "heartbeat.action_query: is required when heartbeat.interval_ms > 0 (unless heartbeat.emit_records = true): the SQL to run at each interval, e.g. \"UPDATE siphon_heartbeat SET ts = now()\"",
         ),
         (
             "[heartbeat]\naction_query = \"SELECT 1\"\n",
@@ -392,7 +392,23 @@ fn heartbeat_is_off_by_default_and_needs_both_keys() {
         ),
         (
             "[heartbeat]\ninterval_msec = 10\n",
-            "heartbeat.interval_msec: unknown key; did you mean \"interval_ms\"? (known keys: interval_ms, action_query)",
+            "heartbeat.interval_msec: unknown key; did you mean \"interval_ms\"? (known keys: interval_ms, action_query, emit_records, topic)",
+        ),
+        (
+            "[heartbeat]\nemit_records = true\n",
+            "heartbeat.emit_records: has no effect while heartbeat.interval_ms is 0 (off); set interval_ms (e.g. 10000) or remove emit_records",
+        ),
+        (
+            "[heartbeat]\ninterval_ms = 1000\naction_query = \"SELECT 1\"\ntopic = \"hb\"\n",
+            "heartbeat.topic: has no effect while heartbeat.emit_records is false; set emit_records = true or remove topic",
+        ),
+        (
+            "[transactions]\ntopic = \"tx\"\n",
+            "transactions.topic: has no effect while transactions.enabled is false; set enabled = true or remove topic",
+        ),
+        (
+            "[dead_letter]\ntopic = \"\"\n",
+            "dead_letter.topic: must not be empty: name a topic (e.g. \"siphon.dead-letter\") or remove the key to stop on rows that cannot be written",
         ),
     ];
     for (section, problem) in cases {

@@ -18,9 +18,11 @@
 //! any transient error — goes through the same steps, so there is one
 //! recovery path and it is always exercised.
 
+mod dead_letter;
 mod heartbeat;
 mod outbox;
 mod reader;
+mod transactions;
 mod writer;
 
 use std::panic::AssertUnwindSafe;
@@ -66,6 +68,11 @@ pub(crate) enum Item {
         crate::event::MessageEvent,
         tokio::sync::OwnedSemaphorePermit,
     ),
+    /// A change the stored offset covers, re-sent by PostgreSQL, forwarded
+    /// only with `[transactions]` on and only for the transaction the
+    /// offset is inside of: the writer counts it again for the orders of
+    /// the rest ([`transactions`]), never writes it.
+    Written(ChangeEvent, tokio::sync::OwnedSemaphorePermit),
     /// The end of a source transaction: everything up to `end_lsn` is sent.
     Commit { commit_lsn: Lsn, end_lsn: Lsn },
     /// The reader is between transactions and the server's WAL ends here:

@@ -65,6 +65,8 @@ pub(super) struct Reader {
 enum Pending {
     Change(ChangeEvent),
     Message(MessageEvent),
+    /// A covered change, to be counted only ([`Item::Written`]).
+    Written(ChangeEvent),
     Other(Item),
     Snapshot(Box<SnapshotChunk>, usize),
 }
@@ -462,11 +464,14 @@ impl Reader {
         };
         *next_index += 1;
         let tx = Arc::clone(tx);
-        if self.stored.as_ref().is_some_and(|s| s.covers(position)) {
+        let covered = self.stored.as_ref().is_some_and(|s| s.covers(position));
+        if covered && !self.recounts(position) {
             self.skipped += 1;
             return Ok(Flow::Continue);
         }
-        self.report_skipped();
+        if !covered {
+            self.report_skipped();
+        }
         let relation = self
             .relations
             .get(&relation_oid)
@@ -476,6 +481,10 @@ impl Reader {
             && relation.relation.schema == signals.schema
             && relation.relation.name == signals.table
         {
+            if covered {
+                // Acted on before the restart.
+                return Ok(Flow::Continue);
+            }
             // A signal, not data: acted on, never written to Kafka.
             if op != Op::Create {
                 return Ok(Flow::Continue);
@@ -516,10 +525,16 @@ impl Reader {
             old,
             new,
         };
+        let size = event_size(&event);
+        if covered {
+            self.skipped += 1;
+            return self
+                .send(size, Pending::Written(event), stream, cancel)
+                .await;
+        }
         if let Some(w) = self.windows.as_mut() {
             w.on_change(&event);
         }
-        let size = event_size(&event);
         self.send(size, event, stream, cancel).await
     }
 
@@ -595,6 +610,17 @@ impl Reader {
         .await
     }
 
+    /// Whether a covered change goes to the writer anyway, to be counted
+    /// for transaction metadata: with `[transactions]` on, the changes of
+    /// the transaction the stored offset is inside of.
+    fn recounts(&self, position: Position) -> bool {
+        self.cfg.transactions.enabled
+            && self
+                .stored
+                .as_ref()
+                .is_some_and(|s| s.commit_lsn == position.commit_lsn && !s.txn_complete)
+    }
+
     /// Applies a snapshot signal; the progress it changes is stored (at the
     /// signal's own position, for one from the signal table). `reply`
     /// hears whether it was applied or refused.
@@ -667,7 +693,9 @@ impl Reader {
         let gone = ConnectorError::WriterGone {
             connector: self.cfg.name.to_string(),
         };
-        let item = match item.into() {
+        let pending = item.into();
+        let written = matches!(pending, Pending::Written(_));
+        let item = match pending {
             Pending::Other(item) => item,
             Pending::Snapshot(chunk, bytes) => {
                 let bytes = u32::try_from(bytes)
@@ -680,12 +708,13 @@ impl Reader {
                     Some(Ok(permit)) => Item::Snapshot(chunk, Some(permit)),
                 }
             }
-            Pending::Change(event) => {
+            Pending::Change(event) | Pending::Written(event) => {
                 let budget = Arc::clone(&self.byte_budget)
                     .acquire_many_owned(bytes.min(self.max_item_bytes()));
                 match self.wait_answering(budget, stream, cancel).await? {
                     None => return Ok(Flow::Stop),
                     Some(Err(_)) => return Err(gone),
+                    Some(Ok(permit)) if written => Item::Written(event, permit),
                     Some(Ok(permit)) => Item::Change(event, permit),
                 }
             }

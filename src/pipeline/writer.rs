@@ -20,7 +20,12 @@
 //! it could never be written, so the writer stops with a fatal error and
 //! the open Kafka transaction is aborted, leaving the stored offset before
 //! the change. A record the broker refuses as too large (its topic limit
-//! can be lower) ends the same way at the commit.
+//! can be lower) ends the same way at the commit. With `[dead_letter]`, a
+//! record over the limit and an event the encoder refuses become dead
+//! letters instead.
+//!
+//! The extra outputs — transaction metadata, dead letters, heartbeat
+//! records — live in `writer/outputs.rs`; the hooks here are one call each.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -42,6 +47,8 @@ use crate::failpoint;
 use crate::kafka::offsets::{OFFSET_SCHEMA, OffsetRecord};
 use crate::kafka::producer::TxProducer;
 use crate::kafka::{KafkaError, RECORD_OVERHEAD_BYTES, message_max_bytes, topic};
+
+mod outputs;
 
 /// Everything needed to write one relation version's events.
 struct Plan {
@@ -96,6 +103,9 @@ pub(super) struct Writer {
     record_limit: usize,
     /// The messages topic and its key and value schema ids, once ready.
     message_plan: Option<(String, u32, u32)>,
+    /// Extra outputs: transaction metadata, dead letters, heartbeats
+    /// (`outputs`).
+    extras: outputs::Extras,
 }
 
 impl Writer {
@@ -134,6 +144,7 @@ impl Writer {
             record_limit: usize::try_from(crate::kafka::record_limit_bytes(&cfg))
                 .unwrap_or(usize::MAX),
             message_plan: None,
+            extras: outputs::Extras::new(&cfg),
             cfg,
         }
     }
@@ -158,16 +169,18 @@ impl Writer {
 
     async fn run_inner(&mut self, mut rx: mpsc::Receiver<Item>) -> Result<Lsn, ConnectorError> {
         let linger = Duration::from_millis(self.cfg.kafka.batch_linger_ms);
+        let mut heartbeat = outputs::heartbeat_ticker(&self.cfg);
         loop {
             let deadline = self
                 .batch
                 .as_ref()
                 .map(|b| tokio::time::Instant::from_std(b.started + linger));
             // Priority: a due commit first (bounds latency even under a
-            // steady stream), then new items.
+            // steady stream), then a due heartbeat record, then new items.
             tokio::select! {
                 biased;
                 _ = sleep_until_opt(deadline), if deadline.is_some() => self.commit().await?,
+                _ = outputs::tick(&mut heartbeat) => self.write_heartbeat().await?,
                 item = rx.recv() => match item {
                     None => break,
                     Some(item) => self.handle(item).await?,
@@ -208,10 +221,12 @@ impl Writer {
                     self.commit().await?;
                 }
             }
+            Item::Written(event, _budget) => self.recount(&event).await?,
             Item::Commit {
                 commit_lsn,
                 end_lsn,
             } => {
+                self.end_transaction(commit_lsn).await?;
                 self.pending.complete_transaction(commit_lsn, end_lsn);
                 // A size-triggered commit may have closed the batch just
                 // before this transaction's end: open one anyway, so the
@@ -316,7 +331,9 @@ impl Writer {
             }
         }
         let plan = self.plan_for(&event.relation).await?;
-        self.begin_if_needed()?;
+        if !self.extras.replaying {
+            self.begin_if_needed()?;
+        }
         // An update that changes the key is, for keyed consumers, a delete
         // of the old key and a create of the new one (as Debezium emits it).
         if plan.encode.key_changed(event) {
@@ -338,12 +355,19 @@ impl Writer {
 
     /// Encodes and sends one event (plus its tombstone for a delete).
     async fn produce(&mut self, plan: &Plan, event: &ChangeEvent) -> Result<(), ConnectorError> {
+        let order = self.order(plan, event).await?;
+        if self.extras.replaying {
+            return Ok(());
+        }
         let key = match plan.key_id {
             Some(id) => {
                 self.key_buf.clear();
                 push_header(&mut self.key_buf, id);
                 let r = plan.encode.encode_event_key(event, &mut self.key_buf);
-                self.encode_err(plan, event, r)?
+                match self.encode_err(plan, event, r) {
+                    Ok(key) => key,
+                    Err(e) => return self.dead_letter_or(e, plan, event, order.as_ref()).await,
+                }
             }
             None => false,
         };
@@ -355,13 +379,17 @@ impl Writer {
             db: &self.cfg.postgres.database,
             snapshot: self.snapshot_marker,
             now_us: now_us(),
+            transaction: order.as_ref().map(|o| o.block()),
         };
         let r = plan.encode.encode_value(event, &ctx, &mut self.value_buf);
-        self.encode_err(plan, event, r)?;
+        if let Err(e) = self.encode_err(plan, event, r) {
+            return self.dead_letter_or(e, plan, event, order.as_ref()).await;
+        }
         let key_bytes = key.then_some(self.key_buf.as_slice());
         let size = key_bytes.map_or(0, <[u8]>::len) + self.value_buf.len();
         if size > self.record_limit {
-            return Err(self.too_large(plan, event, size));
+            let e = self.too_large(plan, event, size);
+            return self.dead_letter_or(e, plan, event, order.as_ref()).await;
         }
         self.producer
             .send(&plan.topic, key_bytes, Some(&self.value_buf))
@@ -428,6 +456,7 @@ impl Writer {
             db: &self.cfg.postgres.database,
             snapshot: "false",
             now_us: now_us(),
+            transaction: None,
         };
         avro::message::encode_value(message, &ctx, &mut self.value_buf);
         let size = self.key_buf.len() + self.value_buf.len();
@@ -804,6 +833,7 @@ impl Writer {
         for (table, n) in self.snapshot_counts.drain() {
             m.snapshot_rows.with_label_values(&[name, &table]).inc_by(n);
         }
+        self.extras.count_committed(name);
         for ((table, op), n) in self.batch_counts.drain() {
             m.events
                 .with_label_values(&[name, &table, op.code()])

@@ -21,6 +21,7 @@ pub const HEARTBEATS_TOTAL: &str = "siphon_heartbeats_total";
 pub const SNAPSHOT_ROWS_TOTAL: &str = "siphon_snapshot_rows_total";
 pub const SNAPSHOT_ROWS_ESTIMATED: &str = "siphon_snapshot_rows_estimated";
 pub const SNAPSHOT_CHUNKS_REMAINING: &str = "siphon_snapshot_chunks_remaining";
+pub const DEAD_LETTERS_TOTAL: &str = "siphon_dead_letters_total";
 
 pub struct Metrics {
     registry: Registry,
@@ -50,6 +51,8 @@ pub struct Metrics {
     pub snapshot_rows_estimated: IntGaugeVec,
     /// Chunks of the table not yet handed to the writer.
     pub snapshot_chunks_remaining: IntGaugeVec,
+    /// Events written to the dead-letter topic (committed), by table.
+    pub dead_letters: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -132,6 +135,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Snapshot chunks of a table not yet read",
             &["connector", "table"],
         ),
+        dead_letters: counter(
+            DEAD_LETTERS_TOTAL,
+            "Events written to the dead-letter topic instead of their table's topic",
+            &["connector", "table"],
+        ),
     };
     for c in [
         Box::new(m.events.clone()) as Box<dyn prometheus::core::Collector>,
@@ -147,6 +155,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.snapshot_rows.clone()),
         Box::new(m.snapshot_rows_estimated.clone()),
         Box::new(m.snapshot_chunks_remaining.clone()),
+        Box::new(m.dead_letters.clone()),
     ] {
         m.registry
             .register(c)
