@@ -282,3 +282,41 @@ async fn an_outbox_row_without_aggregate_type_is_fatal_and_nothing_of_it_is_writ
     let orders = read_committed(&bed.broker.bootstrap, "bad.public.orders");
     assert_eq!(orders.len(), 1, "nothing of the failed transaction");
 }
+
+/// A crash after a Kafka commit that ended inside a big source
+/// transaction of outbox rows, with transaction metadata on: PostgreSQL
+/// sends the whole transaction again, siphon replays its written part to
+/// count it for the metadata, and writes each outbox event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_inside_a_big_outbox_transaction_writes_each_event_once() {
+    let bed = Bed::start("big").await;
+    bed.pg.psql(
+        "big",
+        "CREATE TABLE orders (id int PRIMARY KEY);
+         CREATE TABLE outbox (id text PRIMARY KEY, aggregatetype text NOT NULL, aggregateid text NOT NULL,
+                              type text NOT NULL, payload jsonb);",
+    );
+    let file = bed.connector(
+        "big",
+        "big",
+        &["public.orders", "public.outbox"],
+        &format!("batch_max_events = 10\n{OUTBOX}\n[transactions]\nenabled = true\n"),
+    );
+    let mut siphon = bed.siphon_with_env(&file, &[("FAILPOINTS", "after_commit=2*off->return")]);
+    bed.wait_slot_active("big", "siphon_big").await;
+    bed.pg.psql(
+        "big",
+        "BEGIN;
+         INSERT INTO outbox SELECT 'e' || i, 'order', i::text, 'OrderPlaced', jsonb_build_object('order', i)
+           FROM generate_series(1, 100) i;
+         INSERT INTO orders SELECT i FROM generate_series(1, 100) i;
+         COMMIT;",
+    );
+    crashed(&mut siphon);
+    let siphon = bed.siphon(&file);
+    let records = bed.wait_records("outbox.event.order", 100, &siphon).await;
+    let ids: std::collections::BTreeSet<String> =
+        outbox_events(&records).into_iter().map(|e| e.0).collect();
+    assert_eq!(ids.len(), 100, "every event once");
+    bed.wait_records("big.public.orders", 100, &siphon).await;
+}

@@ -313,7 +313,9 @@ impl Writer {
         }
         let relation = &event.relation.relation;
         if self.cfg.outbox.is_table(&relation.schema, &relation.name) {
-            if event.op == Op::Create && self.snapshot_marker == "false" {
+            // A replayed change (counted again for transaction metadata)
+            // was written before, outbox event included.
+            if event.op == Op::Create && self.snapshot_marker == "false" && !self.extras.replaying {
                 let routed = outbox::from_row(&self.cfg.outbox, event).map_err(|reason| {
                     ConnectorError::Outbox {
                         what: format!(
