@@ -8,9 +8,9 @@
 //! come from an environment variable (`password_env`) or a file
 //! (`password_file`) and are held in [`Secret`], which never prints.
 
-mod messages;
 mod dead_letter;
 mod heartbeat;
+mod messages;
 mod reader;
 mod schemas;
 mod secret;
@@ -23,9 +23,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-pub use messages::{MessagesConfig, OutboxConfig};
 pub use dead_letter::DeadLetterConfig;
 pub use heartbeat::HeartbeatConfig;
+pub use messages::{MessagesConfig, OutboxConfig};
 use reader::Section;
 pub use schemas::{Compatibility, IncompatiblePolicy, SchemasConfig};
 pub use secret::Secret;
