@@ -8,6 +8,7 @@
 //! come from an environment variable (`password_env`) or a file
 //! (`password_file`) and are held in [`Secret`], which never prints.
 
+mod events;
 mod reader;
 mod schemas;
 mod secret;
@@ -19,6 +20,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+pub use events::{EventsConfig, OpSet, Pattern, Route, TableRule};
 use reader::Section;
 pub use schemas::{Compatibility, IncompatiblePolicy, SchemasConfig};
 pub use secret::Secret;
@@ -82,6 +84,8 @@ pub struct ConnectorConfig {
     /// `[types]`: how column values are represented (handling modes).
     pub types: crate::avro::modes::TypeModes,
     pub snapshot: SnapshotConfig,
+    /// `[tables]`, `[[table]]`, `[[route]]`: filters, masks, keys, routing.
+    pub events: EventsConfig,
 }
 
 impl ConnectorConfig {
@@ -540,6 +544,11 @@ fn read_connector(
     let heartbeat = read_heartbeat(top.section("heartbeat"));
     let types = types::read_types(top.section("types"));
     let snapshot = top.section("snapshot");
+    let events_sections = (
+        top.section("tables"),
+        top.sections("table"),
+        top.sections("route"),
+    );
     top.finish();
 
     let default_object = name
@@ -613,6 +622,8 @@ fn read_connector(
     }
     pg.finish();
     let schemas = schemas::read(schemas_section, &tables);
+    let (filters, rules, routes) = events_sections;
+    let events = events::read(filters, rules, routes, &tables, env);
 
     let bootstrap_servers: Option<String> = kafka.required("bootstrap_servers");
     let topic_prefix: Option<String> = kafka.required("topic_prefix");
@@ -813,6 +824,7 @@ fn read_connector(
         heartbeat,
         types,
         snapshot: snapshot?,
+        events,
     })
 }
 

@@ -147,7 +147,22 @@ impl TxProducer {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
     ) -> Result<(), KafkaError> {
+        self.send_to(topic, None, key, value).await
+    }
+
+    /// [`TxProducer::send`] to a chosen partition (`None`: the
+    /// partitioner's choice by key).
+    pub async fn send_to(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<(), KafkaError> {
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -213,6 +228,26 @@ impl TxProducer {
         tokio::task::spawn_blocking(move || p.abort_transaction(timeout))
             .await?
             .map_err(|source| self.txn_error("abort", source))
+    }
+
+    /// How many partitions `topic` has (from the cluster's metadata).
+    pub async fn partition_count(&self, topic: &str) -> Result<i32, KafkaError> {
+        let p = Arc::clone(&self.producer);
+        let name = topic.to_owned();
+        let timeout = self.commit_timeout;
+        let metadata =
+            tokio::task::spawn_blocking(move || p.client().fetch_metadata(Some(&name), timeout))
+                .await?
+                .map_err(|source| KafkaError::Produce {
+                    topic: topic.to_owned(),
+                    source,
+                })?;
+        let count = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len());
+        Ok(i32::try_from(count).unwrap_or(i32::MAX).max(1))
     }
 
     /// Makes sure `topic` exists, creating it when configured to. `compact`
