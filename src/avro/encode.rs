@@ -178,6 +178,10 @@ pub struct EncodePlan {
     columns: Vec<ColumnPlan>,
     /// Indexes into `columns` of the key's fields, in the key record's order.
     key_columns: Vec<usize>,
+    /// The key's fields, as `columns` but with the catalog's nullability
+    /// (the key schema's; a key column chosen by `key_columns` may be one
+    /// the value widens for unchanged TOAST values).
+    key_plans: Vec<ColumnPlan>,
     /// The key's last field, already Avro-encoded, when the table is routed
     /// (`projection::PHYSICAL_TABLE_FIELD`).
     physical_table: Option<Vec<u8>>,
@@ -248,24 +252,34 @@ impl EncodePlan {
         let schemas = derive_projected(relation, naming, modes, projection)?;
         let rel = &relation.relation;
         let custom = &relation.custom_types;
+        let plan_of = |p: &super::projection::ProjectedColumn, in_key: bool| {
+            let c = &rel.columns[p.source];
+            let nullable = relation.nullable[p.source];
+            let mut field = Vec::new();
+            write_bytes(&mut field, avro_name(&c.name).as_bytes());
+            ColumnPlan {
+                name: c.name.clone(),
+                field,
+                ty: projected_type(relation, p, modes),
+                nullable: if in_key {
+                    nullable
+                } else {
+                    modes.value_nullable(nullable, c.is_key, c.type_oid, custom)
+                },
+                is_key: c.is_key,
+                source: p.source,
+                mask: p.mask.clone(),
+            }
+        };
+        let key_plans = projection
+            .key
+            .iter()
+            .map(|&k| plan_of(&projection.columns[k], true))
+            .collect();
         let columns: Vec<ColumnPlan> = projection
             .columns
             .iter()
-            .map(|p| {
-                let c = &rel.columns[p.source];
-                let nullable = relation.nullable[p.source];
-                let mut field = Vec::new();
-                write_bytes(&mut field, avro_name(&c.name).as_bytes());
-                ColumnPlan {
-                    name: c.name.clone(),
-                    field,
-                    ty: projected_type(relation, p, modes),
-                    nullable: modes.value_nullable(nullable, c.is_key, c.type_oid, custom),
-                    is_key: c.is_key,
-                    source: p.source,
-                    mask: p.mask.clone(),
-                }
-            })
+            .map(|p| plan_of(p, false))
             .collect();
         let key_columns = projection.key.clone();
         let physical_table = projection.physical_table.as_ref().map(|t| {
@@ -283,6 +297,7 @@ impl EncodePlan {
             schemas,
             columns,
             key_columns,
+            key_plans,
             physical_table,
             relation_columns: rel.columns.len(),
             source_schema_table,
@@ -543,8 +558,7 @@ impl EncodePlan {
             });
         }
         self.check_len(tuple)?;
-        for &k in &self.key_columns {
-            let col = &self.columns[k];
+        for col in &self.key_plans {
             let i = col.source;
             let value = match &tuple[i] {
                 TupleValue::UnchangedToast => old.and_then(|t| t.get(i)).unwrap_or(&tuple[i]),
