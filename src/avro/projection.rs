@@ -353,6 +353,179 @@ mod tests {
         }
     }
 
+    use crate::avro::encode::{EncodePlan, EnvelopeContext};
+    use crate::avro::modes::TypeModes;
+    use crate::avro::schema::SchemaNaming;
+    use crate::avro::types::oid;
+    use crate::config::{Pattern, TableRule};
+    use crate::event::{Lsn, Position, Relation, RelationColumn, SourceTx, TxId};
+    use apache_avro::types::Value;
+    use bytes::Bytes;
+
+    /// id int PK, email text NOT NULL, age int NOT NULL DEFAULT 0, pw text.
+    fn users(identity: ReplicaIdentity) -> RelationVersion {
+        let col = |name: &str, type_oid, is_key| RelationColumn {
+            is_key,
+            name: name.into(),
+            type_oid,
+            type_modifier: -1,
+        };
+        RelationVersion {
+            relation: Relation {
+                oid: 1,
+                schema: "public".into(),
+                name: "users".into(),
+                replica_identity: identity,
+                columns: vec![
+                    col("id", oid::INT4, true),
+                    col("email", oid::TEXT, false),
+                    col("age", oid::INT4, false),
+                    col("pw", oid::TEXT, false),
+                ],
+            },
+            version: 1,
+            nullable: vec![false, false, false, true],
+            defaults: vec![None, None, Some("0".into()), None],
+            custom_types: Default::default(),
+        }
+    }
+
+    fn rule() -> TableRule {
+        TableRule {
+            name: "table[0]".into(),
+            pattern: Pattern::new("public\\.users").unwrap(),
+            columns_include: None,
+            columns_exclude: vec!["pw".into()],
+            mask_hash: vec!["age".into()],
+            mask_truncate: [("email".to_owned(), 2)].into(),
+            mask_replace: Default::default(),
+            key_columns: None,
+            partition_by: None,
+            skip_ops: None,
+            tombstones: None,
+            truncate_events: None,
+        }
+    }
+
+    #[test]
+    fn schema_and_records_follow_the_projection() {
+        let rel = users(ReplicaIdentity::Default);
+        let naming = SchemaNaming {
+            topic_prefix: "p".into(),
+            database: "d".into(),
+        };
+        let mut r = rule();
+        r.key_columns = Some(vec!["id".into()]);
+        let projection = Projection::build(&rel, Some(&r), Some(b"s"))
+            .unwrap()
+            .routed("p.all_users", "p.public.users".into());
+        let modes = TypeModes::default();
+        let plan = EncodePlan::with_projection(&rel, &naming, &modes, &projection).unwrap();
+        let value: serde_json::Value = serde_json::from_str(plan.value_schema()).unwrap();
+        let fields = &value["fields"][0]["type"][1]["fields"];
+        // pw left out; age (int NOT NULL DEFAULT 0) hashed: a string,
+        // without the default (which would show an original value).
+        assert_eq!(
+            fields,
+            &serde_json::json!([
+                {"name": "id", "type": "int"},
+                {"name": "email", "type": ["null", "string"], "default": null},
+                {"name": "age", "type": "string"},
+            ])
+        );
+        assert_eq!(value["namespace"], "p.all_users");
+        let key = plan.key_schema().unwrap();
+        assert!(
+            key.contains(r#"{"name":"__dbz__physicalTableIdentifier","type":"string"}"#),
+            "{key}"
+        );
+
+        let t = |s: &str| TupleValue::Text(Bytes::copy_from_slice(s.as_bytes()));
+        let event = ChangeEvent {
+            position: Position {
+                commit_lsn: Lsn(1),
+                index: 0,
+            },
+            op: Op::Create,
+            relation: Arc::new(rel),
+            tx: Arc::new(SourceTx {
+                xid: TxId(1),
+                commit_ts_us: 0,
+                commit_lsn: Lsn(1),
+            }),
+            lsn: Lsn(1),
+            old: None,
+            new: Some(vec![t("7"), t("żółw@x"), t("42"), t("hunter2")]),
+        };
+        let ctx = EnvelopeContext {
+            connector_version: "0",
+            name: "p",
+            db: "d",
+            snapshot: "false",
+            now_us: 0,
+        };
+        let mut out = Vec::new();
+        plan.encode_value(&event, &ctx, &mut out).unwrap();
+        assert!(!out.windows(7).any(|w| w == b"hunter2"));
+        let schema = apache_avro::Schema::parse_str(plan.value_schema()).unwrap();
+        let decoded = apache_avro::from_avro_datum(&schema, &mut out.as_slice(), None).unwrap();
+        let Value::Record(fields) = decoded else {
+            panic!("not a record")
+        };
+        let after = format!("{:?}", fields[1].1);
+        let mut h = Sha256::new();
+        h.update(b"s42");
+        assert!(after.contains(&hex::encode(h.finalize())), "{after}");
+        assert!(after.contains("String(\"żó\")"), "{after}");
+        let mut key = Vec::new();
+        assert!(plan.encode_event_key(&event, &mut key).unwrap());
+        let key_schema = apache_avro::Schema::parse_str(plan.key_schema().unwrap()).unwrap();
+        let decoded = apache_avro::from_avro_datum(&key_schema, &mut key.as_slice(), None).unwrap();
+        assert_eq!(
+            decoded,
+            Value::Record(vec![
+                ("id".into(), Value::Int(7)),
+                (
+                    PHYSICAL_TABLE_FIELD.into(),
+                    Value::String("p.public.users".into())
+                ),
+            ])
+        );
+    }
+
+    #[test]
+    fn rules_that_do_not_fit_are_named() {
+        let rel = users(ReplicaIdentity::Default);
+        let mut r = rule();
+        r.columns_exclude = vec!["id".into()];
+        assert_eq!(
+            Projection::build(&rel, Some(&r), Some(b"s")).unwrap_err(),
+            r#"table[0] leaves out column "id" of public.users, which is in its Kafka key: keep the column, or set key_columns to columns that stay"#
+        );
+        let mut r = rule();
+        r.mask_truncate = [("mail".to_owned(), 2)].into();
+        assert_eq!(
+            Projection::build(&rel, Some(&r), Some(b"s")).unwrap_err(),
+            r#"table[0].mask_truncate names column "mail", which table public.users does not have (its columns: id, email, age, pw): fix the name or remove it from the rule (match "public\\.users")"#
+        );
+        let mut r = rule();
+        r.key_columns = Some(vec!["email".into()]);
+        assert!(
+            Projection::build(&rel, Some(&r), Some(b"s"))
+                .unwrap_err()
+                .contains("not in its replica identity")
+        );
+        // With REPLICA IDENTITY FULL a delete carries every column.
+        let full = users(ReplicaIdentity::Full);
+        let p = Projection::build(&full, Some(&r), Some(b"s")).unwrap();
+        assert_eq!(p.key, [1]);
+        assert!(
+            Projection::build(&rel, None, None)
+                .unwrap()
+                .is_identity(&rel)
+        );
+    }
+
     #[test]
     fn masks() {
         let mut scratch = [0u8; 64];

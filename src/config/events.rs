@@ -33,11 +33,8 @@ pub struct Pattern {
 
 impl Pattern {
     fn parse(section: &Section, key: &str, text: &str) -> Option<Pattern> {
-        match Regex::new(&format!("^(?:{text})$")) {
-            Ok(regex) => Some(Pattern {
-                text: text.to_owned(),
-                regex,
-            }),
+        match Pattern::new(text) {
+            Ok(p) => Some(p),
             Err(e) => {
                 let why = e.to_string();
                 let last = why.lines().last().unwrap_or("invalid").trim();
@@ -50,6 +47,14 @@ impl Pattern {
                 None
             }
         }
+    }
+
+    /// A pattern from its text (anchored).
+    pub fn new(text: &str) -> Result<Pattern, regex::Error> {
+        Ok(Pattern {
+            text: text.to_owned(),
+            regex: Regex::new(&format!("^(?:{text})$"))?,
+        })
     }
 
     pub fn is_match(&self, name: &str) -> bool {
