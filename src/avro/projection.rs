@@ -362,7 +362,7 @@ mod tests {
     use apache_avro::types::Value;
     use bytes::Bytes;
 
-    /// id int PK, email text NOT NULL, age int NOT NULL DEFAULT 0, pw text.
+    /// id int PK, email text NOT NULL, age int NOT NULL DEFAULT -1, pw text.
     fn users(identity: ReplicaIdentity) -> RelationVersion {
         let col = |name: &str, type_oid, is_key| RelationColumn {
             is_key,
@@ -385,7 +385,7 @@ mod tests {
             },
             version: 1,
             nullable: vec![false, false, false, true],
-            defaults: vec![None, None, Some("0".into()), None],
+            defaults: vec![None, None, Some("'-1'::integer".into()), None],
             custom_types: Default::default(),
         }
     }
@@ -423,7 +423,7 @@ mod tests {
         let plan = EncodePlan::with_projection(&rel, &naming, &modes, &projection).unwrap();
         let value: serde_json::Value = serde_json::from_str(plan.value_schema()).unwrap();
         let fields = &value["fields"][0]["type"][1]["fields"];
-        // pw left out; age (int NOT NULL DEFAULT 0) hashed: a string,
+        // pw left out; age (int NOT NULL DEFAULT -1) hashed: a string,
         // without the default (which would show an original value).
         assert_eq!(
             fields,
