@@ -526,6 +526,122 @@ mod tests {
         );
     }
 
+    /// `cargo test --release --lib -- --ignored --nocapture projection_benchmark`:
+    /// value + key per row of encode.rs's benchmark table, unshaped and
+    /// with two columns left out, one hashed and one truncated.
+    #[test]
+    #[ignore]
+    fn projection_benchmark() {
+        let col = |name: &str, type_oid, type_modifier, is_key| RelationColumn {
+            is_key,
+            name: name.into(),
+            type_oid,
+            type_modifier,
+        };
+        let rel = Arc::new(RelationVersion {
+            relation: Relation {
+                oid: 1,
+                schema: "public".into(),
+                name: "orders".into(),
+                replica_identity: ReplicaIdentity::Default,
+                columns: vec![
+                    col("id", oid::INT8, -1, true),
+                    col("customer_id", oid::INT4, -1, false),
+                    col("status", oid::TEXT, -1, false),
+                    col("amount", oid::NUMERIC, (12 << 16 | 2) + 4, false),
+                    col("qty", oid::INT2, -1, false),
+                    col("paid", oid::BOOL, -1, false),
+                    col("created_at", oid::TIMESTAMPTZ, -1, false),
+                    col("updated_at", oid::TIMESTAMP, -1, false),
+                    col("ref", oid::UUID, -1, false),
+                    col("note", oid::VARCHAR, 260, false),
+                ],
+            },
+            version: 1,
+            nullable: vec![
+                false, false, false, true, true, false, false, true, true, true,
+            ],
+            defaults: Vec::new(),
+            custom_types: Default::default(),
+        });
+        let t = |s: &str| TupleValue::Text(Bytes::copy_from_slice(s.as_bytes()));
+        let new = vec![
+            t("1234567890"),
+            t("42"),
+            t("shipped"),
+            t("1999.95"),
+            t("3"),
+            t("t"),
+            t("2024-01-02 03:04:05.123456+00"),
+            t("2024-01-02 03:04:05.654321"),
+            t("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            t("leave at the door, ring twice"),
+        ];
+        let event = ChangeEvent {
+            position: Position {
+                commit_lsn: Lsn(1),
+                index: 0,
+            },
+            op: Op::Create,
+            relation: Arc::clone(&rel),
+            tx: Arc::new(SourceTx {
+                xid: TxId(1),
+                commit_ts_us: 0,
+                commit_lsn: Lsn(1),
+            }),
+            lsn: Lsn(1),
+            old: None,
+            new: Some(new),
+        };
+        let ctx = EnvelopeContext {
+            connector_version: "0.1.0",
+            name: "pfx",
+            db: "shop",
+            snapshot: "false",
+            now_us: 1,
+        };
+        let naming = SchemaNaming {
+            topic_prefix: "pfx".into(),
+            database: "shop".into(),
+        };
+        let rule = TableRule {
+            name: "table[0]".into(),
+            pattern: Pattern::new(".*").unwrap(),
+            columns_include: None,
+            columns_exclude: vec!["updated_at".into(), "ref".into()],
+            mask_hash: vec!["customer_id".into()],
+            mask_truncate: [("note".to_owned(), 5)].into(),
+            mask_replace: Default::default(),
+            key_columns: None,
+            partition_by: None,
+            skip_ops: None,
+            tombstones: None,
+            truncate_events: None,
+        };
+        let modes = TypeModes::default();
+        let plain = Projection::identity(&rel);
+        let shaped = Projection::build(&rel, Some(&rule), Some(b"salt")).unwrap();
+        for (label, projection) in [("unshaped", plain), ("shaped", shaped)] {
+            let plan = EncodePlan::with_projection(&rel, &naming, &modes, &projection).unwrap();
+            let mut out = Vec::with_capacity(1024);
+            let iterations = 1_000_000u32;
+            for _ in 0..10_000 {
+                out.clear();
+                plan.encode_value(&event, &ctx, &mut out).unwrap();
+            }
+            let started = std::time::Instant::now();
+            for _ in 0..iterations {
+                out.clear();
+                plan.encode_value(std::hint::black_box(&event), &ctx, &mut out)
+                    .unwrap();
+                plan.encode_event_key(&event, &mut out).unwrap();
+                std::hint::black_box(&out);
+            }
+            let ns = started.elapsed().as_nanos() as f64 / f64::from(iterations);
+            println!("{label}: {ns:.0} ns per row (value + key)");
+        }
+    }
+
     #[test]
     fn masks() {
         let mut scratch = [0u8; 64];
