@@ -15,6 +15,14 @@
 //! registry refuses follows `schemas.on_incompatible`, with the changed
 //! columns named from a diff against the subject's latest version.
 //!
+//! What a table's events look like follows its rules (`[tables]`,
+//! `[[table]]`, `[[route]]`, `crate::config::EventsConfig`), resolved once
+//! per relation version: a [`Policy`] (filtered out, skipped operations,
+//! truncate events) before anything is derived, then the plan's
+//! projection (columns, masks, key; `crate::avro::projection`), topic,
+//! partition column and tombstones. Skipped events still advance the
+//! offset like written ones.
+//!
 //! A record (key and value) larger than the producer's
 //! `message.max.bytes` less [`RECORD_OVERHEAD_BYTES`] is never produced:
 //! it could never be written, so the writer stops with a fatal error and
