@@ -230,24 +230,39 @@ impl TxProducer {
             .map_err(|source| self.txn_error("abort", source))
     }
 
-    /// How many partitions `topic` has (from the cluster's metadata).
+    /// How many partitions `topic` has (from the cluster's metadata). A
+    /// topic just created may not be in the metadata yet: asked again for
+    /// up to the commit timeout, never guessed.
     pub async fn partition_count(&self, topic: &str) -> Result<i32, KafkaError> {
-        let p = Arc::clone(&self.producer);
-        let name = topic.to_owned();
-        let timeout = self.commit_timeout;
-        let metadata =
-            tokio::task::spawn_blocking(move || p.client().fetch_metadata(Some(&name), timeout))
-                .await?
-                .map_err(|source| KafkaError::Produce {
+        let deadline = std::time::Instant::now() + self.commit_timeout;
+        loop {
+            let p = Arc::clone(&self.producer);
+            let name = topic.to_owned();
+            let timeout = self.commit_timeout;
+            let metadata = tokio::task::spawn_blocking(move || {
+                p.client().fetch_metadata(Some(&name), timeout)
+            })
+            .await?
+            .map_err(|source| KafkaError::Produce {
+                topic: topic.to_owned(),
+                source,
+            })?;
+            let count = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .map_or(0, |t| t.partitions().len());
+            if count > 0 {
+                return Ok(i32::try_from(count).unwrap_or(i32::MAX));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(KafkaError::Produce {
                     topic: topic.to_owned(),
-                    source,
-                })?;
-        let count = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .map_or(0, |t| t.partitions().len());
-        Ok(i32::try_from(count).unwrap_or(i32::MAX).max(1))
+                    source: RdKafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Makes sure `topic` exists, creating it when configured to. `compact`
