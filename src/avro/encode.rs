@@ -58,9 +58,10 @@ use crate::error::ErrorClass;
 use crate::event::{ChangeEvent, Lsn, OldTupleKind, Op, Tuple, TupleValue};
 
 use super::modes::{TypeModes, UnchangedToastMode};
+use super::projection::{Mask, Projection};
 use super::schema::{
-    RelationSchemas, SchemaError, SchemaNaming, avro_name, derive_schemas_with,
-    lists_unavailable_columns,
+    RelationSchemas, SchemaError, SchemaNaming, avro_name, derive_projected, projected_type,
+    projection_lists_unavailable,
 };
 use super::types::{ColumnType, ValueError, fmt_u64};
 
@@ -172,6 +173,10 @@ struct ColumnPlan {
     /// modes never widen them).
     nullable: bool,
     is_key: bool,
+    /// Index of the column in the relation, and so in every tuple.
+    source: usize,
+    /// Applied to the column's text wherever it is written.
+    mask: Option<Mask>,
 }
 
 /// Everything needed to encode events of one relation version, computed
@@ -184,8 +189,17 @@ pub struct EncodePlan {
     table: String,
     schemas: RelationSchemas,
     columns: Vec<ColumnPlan>,
-    /// Indexes of the key columns, in table order (the key record's order).
+    /// Indexes into `columns` of the key's fields, in the key record's order.
     key_columns: Vec<usize>,
+    /// The key's fields, as `columns` but with the catalog's nullability
+    /// (the key schema's; a key column chosen by `key_columns` may be one
+    /// the value widens for unchanged TOAST values).
+    key_plans: Vec<ColumnPlan>,
+    /// The key's last field, already Avro-encoded, when the table is routed
+    /// (`projection::PHYSICAL_TABLE_FIELD`).
+    physical_table: Option<Vec<u8>>,
+    /// Columns of the relation (every tuple has this many values).
+    relation_columns: usize,
     /// `source.schema` and `source.table`, already Avro-encoded.
     source_schema_table: Vec<u8>,
     /// Unchanged TOAST values without a full old row: null (listed in the
@@ -237,26 +251,55 @@ impl EncodePlan {
         naming: &SchemaNaming,
         modes: &TypeModes,
     ) -> Result<EncodePlan, SchemaError> {
-        let schemas = derive_schemas_with(relation, naming, modes)?;
+        EncodePlan::with_projection(relation, naming, modes, &Projection::identity(relation))
+    }
+
+    /// [`EncodePlan::with_modes`] for the part of `relation` that
+    /// `projection` lets out: its columns, masks and key.
+    pub fn with_projection(
+        relation: &crate::event::RelationVersion,
+        naming: &SchemaNaming,
+        modes: &TypeModes,
+        projection: &Projection,
+    ) -> Result<EncodePlan, SchemaError> {
+        let schemas = derive_projected(relation, naming, modes, projection)?;
         let rel = &relation.relation;
         let custom = &relation.custom_types;
-        let columns: Vec<ColumnPlan> = rel
+        let plan_of = |p: &super::projection::ProjectedColumn, in_key: bool| {
+            let c = &rel.columns[p.source];
+            let nullable = relation.nullable[p.source];
+            let mut field = Vec::new();
+            write_bytes(&mut field, avro_name(&c.name).as_bytes());
+            ColumnPlan {
+                name: c.name.clone(),
+                field,
+                ty: projected_type(relation, p, modes),
+                nullable: if in_key {
+                    nullable
+                } else {
+                    modes.value_nullable(nullable, c.is_key, c.type_oid, custom)
+                },
+                is_key: c.is_key,
+                source: p.source,
+                mask: p.mask.clone(),
+            }
+        };
+        let key_plans = projection
+            .key
+            .iter()
+            .map(|&k| plan_of(&projection.columns[k], true))
+            .collect();
+        let columns: Vec<ColumnPlan> = projection
             .columns
             .iter()
-            .zip(&relation.nullable)
-            .map(|(c, &nullable)| {
-                let mut field = Vec::new();
-                write_bytes(&mut field, avro_name(&c.name).as_bytes());
-                ColumnPlan {
-                    name: c.name.clone(),
-                    field,
-                    ty: ColumnType::resolve_with(c.type_oid, c.type_modifier, custom, modes),
-                    nullable: modes.value_nullable(nullable, c.is_key, c.type_oid, custom),
-                    is_key: c.is_key,
-                }
-            })
+            .map(|p| plan_of(p, false))
             .collect();
-        let key_columns = (0..columns.len()).filter(|&i| columns[i].is_key).collect();
+        let key_columns = projection.key.clone();
+        let physical_table = projection.physical_table.as_ref().map(|t| {
+            let mut b = Vec::new();
+            write_bytes(&mut b, t.as_bytes());
+            b
+        });
         let mut source_schema_table = Vec::new();
         write_bytes(&mut source_schema_table, rel.schema.as_bytes());
         write_bytes(&mut source_schema_table, rel.name.as_bytes());
@@ -267,9 +310,12 @@ impl EncodePlan {
             schemas,
             columns,
             key_columns,
+            key_plans,
+            physical_table,
+            relation_columns: rel.columns.len(),
             source_schema_table,
             unchanged_toast: modes.unchanged_toast,
-            lists_unavailable: lists_unavailable_columns(relation, modes),
+            lists_unavailable: projection_lists_unavailable(relation, modes, projection),
         })
     }
 
@@ -343,7 +389,8 @@ impl EncodePlan {
         };
         self.key_columns
             .iter()
-            .any(|&i| match (new.get(i), old.get(i)) {
+            .map(|&k| self.columns[k].source)
+            .any(|i| match (new.get(i), old.get(i)) {
                 (Some(TupleValue::UnchangedToast), _) => false,
                 (Some(n), Some(o)) => n != o,
                 _ => false,
@@ -454,9 +501,9 @@ impl EncodePlan {
                 (Some(RowImage::Full { tuple, old }), 1..) => {
                     out.push(UNION_SECOND);
                     write_long(out, unavailable as i64);
-                    for (i, (col, value)) in self.columns.iter().zip(tuple).enumerate() {
-                        if *value == TupleValue::UnchangedToast
-                            && Self::toast_from_old(i, col, old).is_none()
+                    for col in &self.columns {
+                        if tuple[col.source] == TupleValue::UnchangedToast
+                            && Self::toast_from_old(col, old).is_none()
                         {
                             out.extend_from_slice(&col.field);
                         }
@@ -473,11 +520,10 @@ impl EncodePlan {
     /// carries: a full old row has every column, a key-only one only keys.
     #[inline]
     fn toast_from_old<'t>(
-        i: usize,
         col: &ColumnPlan,
         old: Option<(OldTupleKind, &'t Tuple)>,
     ) -> Option<&'t bytes::Bytes> {
-        old.and_then(|(kind, t)| match (kind, t.get(i)) {
+        old.and_then(|(kind, t)| match (kind, t.get(col.source)) {
             (OldTupleKind::Key, _) if !col.is_key => None,
             (_, Some(TupleValue::Text(text))) => Some(text),
             _ => None,
@@ -493,7 +539,8 @@ impl EncodePlan {
         };
         self.check_len(tuple)?;
         let mut unavailable = 0;
-        for (i, (col, value)) in self.columns.iter().zip(tuple).enumerate() {
+        for col in &self.columns {
+            let value = &tuple[col.source];
             if key_only && !col.is_key {
                 // Not in a key-only row: null, or Debezium's zero value
                 // where Avro cannot hold null.
@@ -507,7 +554,7 @@ impl EncodePlan {
             match value {
                 TupleValue::Text(text) => self.write_text(col, text, out)?,
                 TupleValue::Null => self.write_null(col, out)?,
-                TupleValue::UnchangedToast => match Self::toast_from_old(i, col, old) {
+                TupleValue::UnchangedToast => match Self::toast_from_old(col, old) {
                     Some(text) => self.write_text(col, text, out)?,
                     None => {
                         self.write_unavailable(col, out)?;
@@ -532,8 +579,8 @@ impl EncodePlan {
             });
         }
         self.check_len(tuple)?;
-        for &i in &self.key_columns {
-            let col = &self.columns[i];
+        for col in &self.key_plans {
+            let i = col.source;
             let value = match &tuple[i] {
                 TupleValue::UnchangedToast => old.and_then(|t| t.get(i)).unwrap_or(&tuple[i]),
                 value => value,
@@ -546,6 +593,9 @@ impl EncodePlan {
                 }
                 TupleValue::Binary(_) => return Err(self.column_error(col, ErrorKind::Binary)),
             }
+        }
+        if let Some(physical) = &self.physical_table {
+            out.extend_from_slice(physical);
         }
         Ok(())
     }
@@ -561,6 +611,14 @@ impl EncodePlan {
         if col.nullable {
             out.push(UNION_SECOND);
         }
+        let mut scratch;
+        let text = match &col.mask {
+            None => text,
+            Some(mask) => {
+                scratch = [0u8; 64];
+                mask.apply(text, &mut scratch)
+            }
+        };
         match col.ty.encode_text(text, out) {
             Ok(()) => Ok(()),
             Err(reason) => self.text_failed(col, reason, mark, out),
@@ -628,12 +686,12 @@ impl EncodePlan {
     }
 
     fn check_len(&self, tuple: &Tuple) -> Result<(), EncodeError> {
-        if tuple.len() == self.columns.len() {
+        if tuple.len() == self.relation_columns {
             return Ok(());
         }
         Err(EncodeError::ColumnCount {
             table: self.table.clone(),
-            expected: self.columns.len(),
+            expected: self.relation_columns,
             got: tuple.len(),
         })
     }

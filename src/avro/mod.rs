@@ -6,6 +6,7 @@ pub mod array;
 pub mod encode;
 pub mod message;
 pub mod modes;
+pub mod projection;
 pub mod registry;
 pub mod schema;
 pub mod types;

@@ -30,6 +30,7 @@ use crate::error::ErrorClass;
 use crate::event::RelationVersion;
 
 use super::modes::TypeModes;
+use super::projection::{PHYSICAL_TABLE_FIELD, ProjectedColumn, Projection};
 use super::types::{ColumnType, NamedTypes};
 
 /// Naming inputs that do not come from the relation itself.
@@ -154,6 +155,46 @@ pub fn derive_schemas_with(
     naming: &SchemaNaming,
     modes: &TypeModes,
 ) -> Result<RelationSchemas, SchemaError> {
+    derive_projected(relation, naming, modes, &Projection::identity(relation))
+}
+
+/// The type a column is written with: a masked one is a string.
+pub(super) fn projected_type(
+    relation: &RelationVersion,
+    column: &ProjectedColumn,
+    modes: &TypeModes,
+) -> ColumnType {
+    let c = &relation.relation.columns[column.source];
+    if column.mask.is_some() {
+        ColumnType::resolve_with(super::types::oid::TEXT, -1, &relation.custom_types, modes)
+    } else {
+        ColumnType::resolve_with(c.type_oid, c.type_modifier, &relation.custom_types, modes)
+    }
+}
+
+/// Whether the envelope of `relation` under `projection` carries
+/// [`UNAVAILABLE_COLUMNS_FIELD`]: some projected non-key column is
+/// toastable.
+pub(super) fn projection_lists_unavailable(
+    relation: &RelationVersion,
+    modes: &TypeModes,
+    projection: &Projection,
+) -> bool {
+    modes.lists_unavailable_columns()
+        && projection.columns.iter().any(|p| {
+            let c = &relation.relation.columns[p.source];
+            modes.value_nullable(false, c.is_key, c.type_oid, &relation.custom_types)
+        })
+}
+
+/// Derives the key and value schemas of the part of `relation` that
+/// `projection` lets out (see `projection.rs`).
+pub fn derive_projected(
+    relation: &RelationVersion,
+    naming: &SchemaNaming,
+    modes: &TypeModes,
+    projection: &Projection,
+) -> Result<RelationSchemas, SchemaError> {
     let rel = &relation.relation;
     let table = format!("{}.{}", rel.schema, rel.name);
     if relation.nullable.len() != rel.columns.len() {
@@ -164,41 +205,54 @@ pub fn derive_schemas_with(
         });
     }
     let field_names = field_names(relation, &table)?;
-    let ns = record_namespace(relation, naming);
+    let ns = projection
+        .namespace
+        .clone()
+        .unwrap_or_else(|| record_namespace(relation, naming));
     let custom = &relation.custom_types;
-    let columns: Vec<(&str, ColumnType, bool, bool, Option<&str>)> = rel
+    let columns: Vec<(&str, ColumnType, bool, Option<&str>)> = projection
         .columns
         .iter()
-        .zip(&relation.nullable)
-        .zip(&field_names)
-        .enumerate()
-        .map(|(i, ((c, &nullable), name))| {
+        .map(|p| {
+            let i = p.source;
             (
-                name.as_ref(),
-                ColumnType::resolve_with(c.type_oid, c.type_modifier, custom, modes),
-                nullable,
-                c.is_key,
-                relation.defaults.get(i).and_then(|d| d.as_deref()),
+                field_names[i].as_ref(),
+                projected_type(relation, p, modes),
+                relation.nullable[i],
+                // A masked column's default would show the original.
+                relation
+                    .defaults
+                    .get(i)
+                    .and_then(|d| d.as_deref())
+                    .filter(|_| p.mask.is_none()),
             )
         })
         .collect();
     // The Value record's nullability: the catalog's, widened where an
     // unchanged TOAST value may be written as null.
-    let value_nullable: Vec<bool> = rel
+    let value_nullable: Vec<bool> = projection
         .columns
         .iter()
-        .zip(&relation.nullable)
-        .map(|(c, &nullable)| modes.value_nullable(nullable, c.is_key, c.type_oid, custom))
+        .map(|p| {
+            let c = &rel.columns[p.source];
+            modes.value_nullable(relation.nullable[p.source], c.is_key, c.type_oid, custom)
+        })
         .collect();
 
-    let key = columns.iter().any(|c| c.3).then(|| {
+    let key = (!projection.key.is_empty()).then(|| {
         let mut json = format!(r#"{{"type":"record","name":"Key","namespace":"{ns}","fields":["#);
         let mut named = NamedTypes::default();
         let mut first = true;
-        for (name, ty, nullable, _, default) in columns.iter().filter(|c| c.3) {
+        for &k in &projection.key {
+            let (name, ty, nullable, default) = &columns[k];
             write_field(
                 &mut json, &mut first, name, ty, *nullable, *default, &mut named,
             );
+        }
+        if projection.physical_table.is_some() {
+            json.push_str(&format!(
+                r#",{{"name":"{PHYSICAL_TABLE_FIELD}","type":"string"}}"#
+            ));
         }
         json.push_str(&format!(r#"],"connect.name":"{ns}.Key"}}"#));
         json
@@ -209,7 +263,7 @@ pub fn derive_schemas_with(
     );
     let mut named = NamedTypes::default();
     let mut first = true;
-    for ((name, ty, _, _, default), nullable) in columns.iter().zip(&value_nullable) {
+    for ((name, ty, _, default), nullable) in columns.iter().zip(&value_nullable) {
         write_field(
             &mut value, &mut first, name, ty, *nullable, *default, &mut named,
         );
@@ -226,7 +280,7 @@ pub fn derive_schemas_with(
         r#"{"name":"ts_us","type":["null","long"],"default":null},"#,
         r#"{"name":"ts_ns","type":["null","long"],"default":null}"#,
     ));
-    if lists_unavailable_columns(relation, modes) {
+    if projection_lists_unavailable(relation, modes, projection) {
         value.push_str(&format!(
             r#",{{"name":"{UNAVAILABLE_COLUMNS_FIELD}","type":["null",{{"type":"array","items":"string"}}],"default":null}}"#
         ));

@@ -9,6 +9,7 @@
 //! (`password_file`) and are held in [`Secret`], which never prints.
 
 mod dead_letter;
+mod events;
 mod heartbeat;
 mod messages;
 mod reader;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 pub use dead_letter::DeadLetterConfig;
+pub use events::{EventsConfig, OpSet, Pattern, Route, TableRule};
 pub use heartbeat::HeartbeatConfig;
 pub use messages::{MessagesConfig, OutboxConfig};
 use reader::Section;
@@ -98,6 +100,8 @@ pub struct ConnectorConfig {
     pub transactions: TransactionsConfig,
     /// `[dead_letter]`: where rows go that cannot be written.
     pub dead_letter: DeadLetterConfig,
+    /// `[tables]`, `[[table]]`, `[[route]]`: filters, masks, keys, routing.
+    pub events: EventsConfig,
 }
 
 impl ConnectorConfig {
@@ -546,6 +550,11 @@ fn read_connector(
     let snapshot = top.section("snapshot");
     let messages = messages::read_messages(top.section("messages"));
     let outbox_section = top.section("outbox");
+    let events_sections = (
+        top.section("tables"),
+        top.sections("table"),
+        top.sections("route"),
+    );
     top.finish();
 
     let default_object = name
@@ -620,6 +629,8 @@ fn read_connector(
     pg.finish();
     let schemas = schemas::read(schemas_section, &tables);
     let outbox = messages::read_outbox(outbox_section, &tables);
+    let (filters, rules, routes) = events_sections;
+    let events = events::read(filters, rules, routes, &tables, env);
 
     let bootstrap_servers: Option<String> = kafka.required("bootstrap_servers");
     let topic_prefix: Option<String> = kafka.required("topic_prefix");
@@ -824,6 +835,7 @@ fn read_connector(
         outbox,
         transactions,
         dead_letter,
+        events,
     })
 }
 

@@ -235,3 +235,44 @@ fn edit_distance(a: &str, b: &str) -> usize {
     }
     prev[b.len()]
 }
+
+impl Section {
+    /// An array of tables (`[[key]]` in TOML), each read as its own section
+    /// named `key[i]` in messages; missing is the same as empty.
+    pub(super) fn sections(&mut self, key: &str) -> Vec<Section> {
+        self.known.push(key.to_owned());
+        let items = match self.map.remove(key) {
+            None => return Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                self.problem_at(
+                    key,
+                    &format!(
+                        "must be an array of tables ([[{key}]] blocks), got {}",
+                        kind(&other)
+                    ),
+                );
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let path = self.key_path(&format!("{key}[{i}]"));
+            match item {
+                Value::Object(map) => out.push(Section {
+                    file: self.file.clone(),
+                    path,
+                    map,
+                    known: Vec::new(),
+                    problems: Rc::clone(&self.problems),
+                }),
+                other => self.push(format!(
+                    "{}: {path}: must be a table, got {}",
+                    self.file,
+                    kind(&other)
+                )),
+            }
+        }
+        out
+    }
+}

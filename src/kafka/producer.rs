@@ -148,18 +148,23 @@ impl TxProducer {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
     ) -> Result<(), KafkaError> {
-        self.send_with_headers(topic, key, value, &[]).await
+        self.send_with(topic, None, key, value, &[]).await
     }
 
-    /// [`send`](Self::send) with record headers (name, value).
-    pub async fn send_with_headers(
+    /// [`TxProducer::send`] to a chosen partition (`None`: the
+    /// partitioner's choice by key) with record headers (name, value).
+    pub async fn send_with(
         &self,
         topic: &str,
+        partition: Option<i32>,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         headers: &[(&str, &[u8])],
     ) -> Result<(), KafkaError> {
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -237,6 +242,41 @@ impl TxProducer {
         tokio::task::spawn_blocking(move || p.abort_transaction(timeout))
             .await?
             .map_err(|source| self.txn_error("abort", source))
+    }
+
+    /// How many partitions `topic` has (from the cluster's metadata). A
+    /// topic just created may not be in the metadata yet: asked again for
+    /// up to the commit timeout, never guessed.
+    pub async fn partition_count(&self, topic: &str) -> Result<i32, KafkaError> {
+        let deadline = std::time::Instant::now() + self.commit_timeout;
+        loop {
+            let p = Arc::clone(&self.producer);
+            let name = topic.to_owned();
+            let timeout = self.commit_timeout;
+            let metadata = tokio::task::spawn_blocking(move || {
+                p.client().fetch_metadata(Some(&name), timeout)
+            })
+            .await?
+            .map_err(|source| KafkaError::Produce {
+                topic: topic.to_owned(),
+                source,
+            })?;
+            let count = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .map_or(0, |t| t.partitions().len());
+            if count > 0 {
+                return Ok(i32::try_from(count).unwrap_or(i32::MAX));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(KafkaError::Produce {
+                    topic: topic.to_owned(),
+                    source: RdKafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Makes sure `topic` exists, creating it when configured to. `compact`

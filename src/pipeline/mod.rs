@@ -148,6 +148,10 @@ pub enum ConnectorError {
         #[source]
         source: SchemaError,
     },
+    /// A `[[table]]` rule that does not fit the table it matches (unknown
+    /// column, key column a delete would not carry, ...).
+    #[error("{file}: {message}")]
+    Rules { file: String, message: String },
     #[error("cannot encode a change of table {table} at {position}")]
     Encode {
         table: String,
@@ -225,7 +229,8 @@ impl ConnectorError {
             | ConnectorError::RecordTooLarge { .. }
             | ConnectorError::RecordRefused { .. }
             | ConnectorError::Outbox { .. }
-            | ConnectorError::IncompatibleSchema { .. } => ErrorClass::Fatal,
+            | ConnectorError::IncompatibleSchema { .. }
+            | ConnectorError::Rules { .. } => ErrorClass::Fatal,
             ConnectorError::WriterGone { .. } | ConnectorError::Panicked { .. } => {
                 ErrorClass::Transient
             }

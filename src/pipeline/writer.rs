@@ -15,6 +15,14 @@
 //! registry refuses follows `schemas.on_incompatible`, with the changed
 //! columns named from a diff against the subject's latest version.
 //!
+//! What a table's events look like follows its rules (`[tables]`,
+//! `[[table]]`, `[[route]]`, `crate::config::EventsConfig`), resolved once
+//! per relation version: a [`Policy`] (filtered out, skipped operations,
+//! truncate events) before anything is derived, then the plan's
+//! projection (columns, masks, key; `crate::avro::projection`), topic,
+//! partition column and tombstones. Skipped events still advance the
+//! offset like written ones.
+//!
 //! A record (key and value) larger than the producer's
 //! `message.max.bytes` less [`RECORD_OVERHEAD_BYTES`] is never produced:
 //! it could never be written, so the writer stops with a fatal error and
@@ -39,9 +47,10 @@ use crate::telemetry::metrics::metrics;
 use super::{ConnectorError, Item, outbox};
 use crate::avro;
 use crate::avro::encode::{EncodePlan, EnvelopeContext};
+use crate::avro::projection::{self, Projection};
 use crate::avro::registry::{RegistryClient, RegistryError};
 use crate::avro::schema::{self, SchemaNaming};
-use crate::config::{ConnectorConfig, IncompatiblePolicy};
+use crate::config::{ConnectorConfig, IncompatiblePolicy, OpSet};
 use crate::event::{ChangeEvent, Lsn, MessageEvent, Op, Position, RelationVersion};
 use crate::failpoint;
 use crate::kafka::offsets::{OFFSET_SCHEMA, OffsetRecord};
@@ -58,6 +67,20 @@ struct Plan {
     topic: String,
     key_id: Option<u32>,
     value_id: u32,
+    /// `partition_by`: the column (relation index) whose text chooses the
+    /// partition, and the topic's partition count.
+    partition_by: Option<(usize, i32)>,
+    /// A delete is followed by a tombstone.
+    tombstones: bool,
+}
+
+/// Which of a relation's events are written at all (`[tables]`,
+/// `[[table]]`); decided once per relation version, before any plan.
+#[derive(Clone, Copy)]
+struct Policy {
+    captured: bool,
+    skip: OpSet,
+    truncate: bool,
 }
 
 /// The open Kafka transaction.
@@ -73,6 +96,7 @@ pub(super) struct Writer {
     registry: RegistryClient,
     naming: SchemaNaming,
     plans: HashMap<(u32, u64), Arc<Plan>>,
+    policies: HashMap<(u32, u64), Policy>,
     warned_columns: HashSet<(u32, String)>,
     /// Subjects known to exist (or created with the configured
     /// compatibility level) since this writer started.
@@ -125,6 +149,7 @@ impl Writer {
             registry,
             naming,
             plans: HashMap::new(),
+            policies: HashMap::new(),
             warned_columns: HashSet::new(),
             known_subjects: HashSet::new(),
             durable: initial.clone(),
@@ -308,7 +333,8 @@ impl Writer {
     }
 
     async fn write_change(&mut self, event: &ChangeEvent) -> Result<(), ConnectorError> {
-        if event.op == Op::Truncate && !self.cfg.kafka.emit_truncate {
+        let policy = self.policy_for(&event.relation);
+        if !policy.captured {
             return Ok(());
         }
         let relation = &event.relation.relation;
@@ -332,6 +358,11 @@ impl Writer {
                 return Ok(());
             }
         }
+        // The table's own events follow its rule; its outbox events above
+        // do not.
+        if policy.skip.contains(event.op) || (event.op == Op::Truncate && !policy.truncate) {
+            return Ok(());
+        }
         let plan = self.plan_for(&event.relation).await?;
         if !self.extras.replaying {
             self.begin_if_needed()?;
@@ -349,7 +380,12 @@ impl Writer {
                 old: None,
                 ..event.clone()
             };
-            self.produce(&plan, &delete).await?;
+            if !policy.skip.contains(Op::Delete) {
+                self.produce(&plan, &delete).await?;
+            }
+            if policy.skip.contains(Op::Create) {
+                return Ok(());
+            }
             return self.produce(&plan, &create).await;
         }
         self.produce(&plan, event).await
@@ -393,16 +429,27 @@ impl Writer {
             let e = self.too_large(plan, event, size);
             return self.dead_letter_or(e, plan, event, order.as_ref()).await;
         }
+        // partition_by: the column's text decides (null: partition 0).
+        let partition = plan.partition_by.map(|(source, partitions)| {
+            projection::column_text(event, source)
+                .map_or(0, |text| projection::partition_of(text, partitions))
+        });
         self.producer
-            .send(&plan.topic, key_bytes, Some(&self.value_buf))
+            .send_with(
+                &plan.topic,
+                partition,
+                key_bytes,
+                Some(&self.value_buf),
+                &[],
+            )
             .await
             .map_err(|e| self.refused(e))?;
         failpoint::crash(failpoint::MID_BATCH);
         let mut bytes = self.key_buf.len() + self.value_buf.len();
         let mut events = 1;
-        if event.op == Op::Delete && self.cfg.kafka.tombstones_on_delete && key {
+        if event.op == Op::Delete && plan.tombstones && key {
             self.producer
-                .send(&plan.topic, key_bytes, None)
+                .send_with(&plan.topic, partition, key_bytes, None, &[])
                 .await
                 .map_err(|e| self.refused(e))?;
             bytes += self.key_buf.len();
@@ -560,7 +607,7 @@ impl Writer {
         }
         let value = size.map(|_| self.value_buf.as_slice());
         self.producer
-            .send_with_headers(topic, Some(&self.key_buf), value, headers)
+            .send_with(topic, None, Some(&self.key_buf), value, headers)
             .await
             .map_err(|e| self.refused(e))?;
         failpoint::crash(failpoint::MID_BATCH);
@@ -634,19 +681,45 @@ impl Writer {
             return Ok(Arc::clone(p));
         }
         let table = format!("{}.{}", rv.relation.schema, rv.relation.name);
-        let encode =
-            EncodePlan::with_modes(rv, &self.naming, &self.cfg.types).map_err(|source| {
-                ConnectorError::Schema {
-                    table: table.clone(),
-                    source,
-                }
+        let events = &self.cfg.events;
+        let (schema_name, table_name) = (&rv.relation.schema, &rv.relation.name);
+        let rule = events.rule_for(schema_name, table_name);
+        let rules_err = |message| ConnectorError::Rules {
+            file: self.cfg.file.display().to_string(),
+            message,
+        };
+        let salt = events.hash_salt.as_ref().map(|s| s.expose().as_bytes());
+        let mut projection = Projection::build(rv, rule, salt).map_err(rules_err)?;
+        let prefix = &self.cfg.kafka.topic_prefix;
+        let own_topic = topic::table_topic(prefix, schema_name, table_name);
+        let topic = match events.routed_topic(prefix, schema_name, table_name) {
+            Some(routed) => {
+                projection = projection.routed(&routed, own_topic);
+                routed
+            }
+            None => own_topic,
+        };
+        let encode = EncodePlan::with_projection(rv, &self.naming, &self.cfg.types, &projection)
+            .map_err(|source| ConnectorError::Schema {
+                table: table.clone(),
+                source,
             })?;
-        let topic = topic::table_topic(
-            &self.cfg.kafka.topic_prefix,
-            &rv.relation.schema,
-            &rv.relation.name,
-        );
         self.producer.ensure_topic(&topic, false).await?;
+        let partition_by = match rule.and_then(|r| r.partition_by.as_ref()) {
+            Some(column) => {
+                let source = rv
+                    .relation
+                    .columns
+                    .iter()
+                    .position(|c| &c.name == column)
+                    .expect("invariant: Projection::build checked partition_by");
+                Some((source, self.producer.partition_count(&topic).await?))
+            }
+            None => None,
+        };
+        let tombstones = rule
+            .and_then(|r| r.tombstones)
+            .unwrap_or(self.cfg.kafka.tombstones_on_delete);
         let key_id = match encode.key_schema() {
             Some(schema) => Some(
                 self.register_table_subject(rv, &table, &topic::key_subject(&topic), schema)
@@ -677,9 +750,31 @@ impl Writer {
             topic,
             key_id,
             value_id,
+            partition_by,
+            tombstones,
         });
         self.plans.insert(id, Arc::clone(&plan));
         Ok(plan)
+    }
+
+    /// Whether and which events of a relation version are written.
+    fn policy_for(&mut self, rv: &RelationVersion) -> Policy {
+        let id = (rv.relation.oid, rv.version);
+        if let Some(p) = self.policies.get(&id) {
+            return *p;
+        }
+        let events = &self.cfg.events;
+        let (schema, table) = (&rv.relation.schema, &rv.relation.name);
+        let rule = events.rule_for(schema, table);
+        let policy = Policy {
+            captured: events.captures(schema, table),
+            skip: events.skip_ops_of(rule),
+            truncate: rule
+                .and_then(|r| r.truncate_events)
+                .unwrap_or(self.cfg.kafka.emit_truncate),
+        };
+        self.policies.insert(id, policy);
+        policy
     }
 
     /// Registers a table's key or value schema. A subject siphon creates

@@ -166,6 +166,7 @@ impl Catalog {
             );
         }
         problems.extend(naming_problems(cfg));
+        problems.extend(self.rule_problems(cfg).await);
         if cfg.postgres.failover_slot {
             let version: String = self
                 .client
@@ -185,6 +186,41 @@ impl Catalog {
         }
         problems.extend(self.generated_columns_problems(cfg).await?);
         Ok(problems)
+    }
+
+    /// `[[table]]` rules that do not fit the tables they match (unknown
+    /// columns, key or partition columns a delete would not carry), as
+    /// the writer would find them at the table's first event.
+    async fn rule_problems(&self, cfg: &ConnectorConfig) -> Vec<String> {
+        let events = &cfg.events;
+        if events.rules.is_empty() {
+            return Vec::new();
+        }
+        let salt = events.hash_salt.as_ref().map(|s| s.expose().as_bytes());
+        let mut problems = Vec::new();
+        for table in &cfg.postgres.tables {
+            // A table that does not exist is reported by check_table.
+            let Ok(parts) = crate::snapshot::SnapTable::describe(
+                self,
+                table,
+                cfg.postgres.publish_via_partition_root,
+            )
+            .await
+            else {
+                continue;
+            };
+            for part in parts {
+                let rel = &part.relation;
+                let r = &rel.relation;
+                let rule = events.rule_for(&r.schema, &r.name);
+                if let Err(p) = crate::avro::projection::Projection::build(rel, rule, salt)
+                    && !problems.contains(&p)
+                {
+                    problems.push(p);
+                }
+            }
+        }
+        problems
     }
 
     /// An existing publication that publishes stored generated columns
@@ -682,6 +718,18 @@ pub fn naming_problems(cfg: &ConnectorConfig) -> Vec<String> {
     let mut topics: HashMap<String, &TableName> = HashMap::new();
     let mut namespaces: HashMap<String, &TableName> = HashMap::new();
     for t in &cfg.postgres.tables {
+        // Tables routed together share their topic and namespace on purpose.
+        if let Some(topic) = cfg
+            .events
+            .routed_topic(&cfg.kafka.topic_prefix, &t.schema, &t.table)
+        {
+            if topic.len() > MAX_TOPIC_LEN {
+                problems.push(format!(
+                    "table {t} is routed to topic {topic:?}, longer than Kafka's {MAX_TOPIC_LEN} characters: shorten the route's topic"
+                ));
+            }
+            continue;
+        }
         let topic = table_topic(&cfg.kafka.topic_prefix, &t.schema, &t.table);
         if topic.len() > MAX_TOPIC_LEN {
             problems.push(format!(
