@@ -412,6 +412,41 @@ impl EncodePlan {
         result
     }
 
+    /// Appends the Avro body of `event`'s flattened value (`[unwrap]`): the
+    /// new row of an insert, update or snapshot read, the old row of a
+    /// delete, then `flat`'s added fields. A truncate has no row: the
+    /// writer never asks for it.
+    pub fn encode_flat(
+        &self,
+        event: &ChangeEvent,
+        ctx: &EnvelopeContext<'_>,
+        flat: &super::flat::Flat,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        let start = out.len();
+        let result = self.check_relation(event).and_then(|()| {
+            let old = event.old.as_ref().map(|(kind, t)| (*kind, t));
+            let image = match event.op {
+                Op::Create | Op::Read | Op::Update => RowImage::Full {
+                    tuple: event
+                        .new
+                        .as_ref()
+                        .ok_or_else(|| self.missing(event.op, "new"))?,
+                    old,
+                },
+                Op::Delete => old_image(old.ok_or_else(|| self.missing(event.op, "old"))?),
+                Op::Truncate => return Err(self.missing(event.op, "new")),
+            };
+            self.write_row(image, out)?;
+            flat.write_added(event, ctx, out);
+            Ok(())
+        });
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
     fn write_value(
         &self,
         event: &ChangeEvent,

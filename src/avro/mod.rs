@@ -4,6 +4,7 @@
 
 pub mod array;
 pub mod encode;
+pub mod flat;
 pub mod message;
 pub mod modes;
 pub mod projection;

@@ -64,6 +64,10 @@ pub enum SchemaError {
         columns: usize,
         nullable: usize,
     },
+    /// The flattened schema (`[unwrap]`) could not be derived from the
+    /// envelope's (a bug).
+    #[error("the flattened value schema of {table} cannot be derived: {reason}")]
+    Flatten { table: String, reason: String },
 }
 
 impl SchemaError {

@@ -17,6 +17,7 @@ mod schemas;
 mod secret;
 mod transactions;
 mod types;
+pub mod unwrap;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -32,6 +33,7 @@ use reader::Section;
 pub use schemas::{Compatibility, IncompatiblePolicy, SchemasConfig};
 pub use secret::Secret;
 pub use transactions::TransactionsConfig;
+pub use unwrap::UnwrapConfig;
 
 /// A connector's name: it derives the Kafka `transactional.id`, the offset
 /// record key and the default slot and publication names, so it must stay
@@ -92,6 +94,8 @@ pub struct ConnectorConfig {
     /// `[types]`: how column values are represented (handling modes).
     pub types: crate::avro::modes::TypeModes,
     pub snapshot: SnapshotConfig,
+    /// `[unwrap]`: flattened rows instead of the envelope.
+    pub unwrap: UnwrapConfig,
     /// `[messages]`: logical decoding messages as events.
     pub messages: MessagesConfig,
     /// `[outbox]`: the outbox event router.
@@ -549,6 +553,7 @@ fn read_connector(
     let types = types::read_types(top.section("types"));
     let snapshot = top.section("snapshot");
     let messages = messages::read_messages(top.section("messages"));
+    let unwrap = unwrap::read_unwrap(top.section("unwrap"));
     let outbox_section = top.section("outbox");
     let events_sections = (
         top.section("tables"),
@@ -833,6 +838,7 @@ fn read_connector(
         snapshot: snapshot?,
         messages,
         outbox,
+        unwrap,
         transactions,
         dead_letter,
         events,

@@ -605,3 +605,48 @@ fn messages_and_outbox_are_off_by_default_and_name_their_problems() {
         ]
     );
 }
+
+#[test]
+fn unwrap_is_off_by_default_and_names_its_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "shop.toml", GOOD);
+    let c = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap();
+    assert!(!c.unwrap.applies_to("public", "orders"));
+
+    let good = format!(
+        "{GOOD}\n[unwrap]\nenabled = true\ntables = [\"public\\\\.ord.*\"]\ndelete_handling = \"rewrite\"\nadd_fields = [\"op\", \"source.ts_ms\"]\nadd_headers = [\"db\"]\n"
+    );
+    let path = write(&dir, "good.toml", &good);
+    let c = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap();
+    assert!(c.unwrap.applies_to("public", "orders"));
+    assert!(!c.unwrap.applies_to("public", "customers"));
+    assert!(!c.unwrap.applies_to("other", "orders"));
+    assert!(c.unwrap.delete_handling.rewrites() && !c.unwrap.delete_handling.tombstone());
+    let fields: Vec<&str> = c.unwrap.add_fields.iter().map(|a| a.name()).collect();
+    assert_eq!(fields, ["__op", "__source_ts_ms"]);
+
+    let bad = format!(
+        "{GOOD}\n[unwrap]\ntables = [\"(\"]\ndelete_handling = \"none\"\nadd_fields = [\"op\", \"op\", \"xmin\"]\n"
+    );
+    let path = write(&dir, "bad.toml", &bad);
+    let err = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap_err();
+    let file = path.display();
+    assert_eq!(err.problems.len(), 5, "{:#?}", err.problems);
+    assert!(err.problems[0].starts_with(&format!("{file}: unwrap.tables: \"(\" is not a valid regex")));
+    assert_eq!(
+        err.problems[1],
+        format!(
+            "{file}: unwrap.delete_handling: \"none\" is not a delete handling: use one of \"drop\", \"tombstone\", \"rewrite\", \"rewrite-with-tombstone\""
+        )
+    );
+    assert_eq!(err.problems[2], format!("{file}: unwrap.add_fields: lists \"op\" twice"));
+    assert!(err.problems[3].starts_with(&format!(
+        "{file}: unwrap.add_fields: \"xmin\" is not a fact siphon can add: use \"op\""
+    )));
+    assert_eq!(
+        err.problems[4],
+        format!(
+            "{file}: unwrap.enabled: is false, so add_fields and add_headers have no effect: set enabled = true or remove them"
+        )
+    );
+}

@@ -47,8 +47,10 @@ use crate::telemetry::metrics::metrics;
 use super::{ConnectorError, Item, outbox};
 use crate::avro;
 use crate::avro::encode::{EncodePlan, EnvelopeContext};
+use crate::avro::flat::Flat;
 use crate::avro::projection::{self, Projection};
 use crate::avro::registry::{RegistryClient, RegistryError};
+use crate::avro::schema::SchemaError;
 use crate::avro::schema::{self, SchemaNaming};
 use crate::config::{ConnectorConfig, IncompatiblePolicy, OpSet};
 use crate::event::{ChangeEvent, Lsn, MessageEvent, Op, Position, RelationVersion};
@@ -72,6 +74,8 @@ struct Plan {
     partition_by: Option<(usize, i32)>,
     /// A delete is followed by a tombstone.
     tombstones: bool,
+    /// `[unwrap]`: the flattened row instead of the envelope.
+    flat: Option<Flat>,
 }
 
 /// Which of a relation's events are written at all (`[tables]`,
@@ -393,7 +397,28 @@ impl Writer {
 
     /// Encodes and sends one event (plus its tombstone for a delete).
     async fn produce(&mut self, plan: &Plan, event: &ChangeEvent) -> Result<(), ConnectorError> {
-        let order = self.order(plan, event).await?;
+        // Flattened rows: a truncate has none; a delete is a record only
+        // when rewritten (else at most its tombstone).
+        let cfg = Arc::clone(&self.cfg);
+        let unwrap = &cfg.unwrap;
+        let flat_delete = plan.flat.is_some() && event.op == Op::Delete;
+        if plan.flat.is_some() && event.op == Op::Truncate {
+            return Ok(());
+        }
+        let record = !flat_delete || unwrap.delete_handling.rewrites();
+        let tombstone = if plan.flat.is_some() {
+            unwrap.delete_handling.tombstone()
+        } else {
+            plan.tombstones
+        };
+        if !record && !tombstone {
+            return Ok(());
+        }
+        let order = if record {
+            self.order(plan, event).await?
+        } else {
+            None
+        };
         if self.extras.replaying {
             return Ok(());
         }
@@ -409,6 +434,14 @@ impl Writer {
             }
             None => false,
         };
+        // partition_by: the column's text decides (null: partition 0).
+        let partition = plan.partition_by.map(|(source, partitions)| {
+            projection::column_text(event, source)
+                .map_or(0, |text| projection::partition_of(text, partitions))
+        });
+        if !record {
+            return self.tombstone_only(plan, event, key, partition).await;
+        }
         self.value_buf.clear();
         push_header(&mut self.value_buf, plan.value_id);
         let ctx = EnvelopeContext {
@@ -419,35 +452,45 @@ impl Writer {
             now_us: now_us(),
             transaction: order.as_ref().map(|o| o.block()),
         };
-        let r = plan.encode.encode_value(event, &ctx, &mut self.value_buf);
+        let r = match &plan.flat {
+            Some(flat) => plan
+                .encode
+                .encode_flat(event, &ctx, flat, &mut self.value_buf),
+            None => plan.encode.encode_value(event, &ctx, &mut self.value_buf),
+        };
         if let Err(e) = self.encode_err(plan, event, r) {
             return self.dead_letter_or(e, plan, event, order.as_ref()).await;
         }
+        // `[unwrap] add_headers`: the change's facts as headers.
+        let added: Vec<(&str, String)> = match &plan.flat {
+            Some(_) => unwrap
+                .add_headers
+                .iter()
+                .map(|&a| (a.name(), Flat::header_value(a, event, &ctx)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let headers: Vec<(&str, &[u8])> = added.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
         let key_bytes = key.then_some(self.key_buf.as_slice());
         let size = key_bytes.map_or(0, <[u8]>::len) + self.value_buf.len();
         if size > self.record_limit {
             let e = self.too_large(plan, event, size);
             return self.dead_letter_or(e, plan, event, order.as_ref()).await;
         }
-        // partition_by: the column's text decides (null: partition 0).
-        let partition = plan.partition_by.map(|(source, partitions)| {
-            projection::column_text(event, source)
-                .map_or(0, |text| projection::partition_of(text, partitions))
-        });
         self.producer
             .send_with(
                 &plan.topic,
                 partition,
                 key_bytes,
                 Some(&self.value_buf),
-                &[],
+                &headers,
             )
             .await
             .map_err(|e| self.refused(e))?;
         failpoint::crash(failpoint::MID_BATCH);
         let mut bytes = self.key_buf.len() + self.value_buf.len();
         let mut events = 1;
-        if event.op == Op::Delete && plan.tombstones && key {
+        if event.op == Op::Delete && tombstone && key {
             self.producer
                 .send_with(&plan.topic, partition, key_bytes, None, &[])
                 .await
@@ -458,6 +501,35 @@ impl Writer {
         if let Some(b) = &mut self.batch {
             b.events += events;
             b.bytes += bytes;
+        }
+        *self
+            .batch_counts
+            .entry((Arc::clone(&plan.table), event.op))
+            .or_default() += 1;
+        self.newest_commit_us = Some(event.tx.commit_ts_us);
+        Ok(())
+    }
+
+    /// A flattened delete that is only a tombstone (`delete_handling =
+    /// "tombstone"`): nothing for a keyless table.
+    async fn tombstone_only(
+        &mut self,
+        plan: &Plan,
+        event: &ChangeEvent,
+        key: bool,
+        partition: Option<i32>,
+    ) -> Result<(), ConnectorError> {
+        if !key {
+            return Ok(());
+        }
+        self.producer
+            .send_with(&plan.topic, partition, Some(&self.key_buf), None, &[])
+            .await
+            .map_err(|e| self.refused(e))?;
+        failpoint::crash(failpoint::MID_BATCH);
+        if let Some(b) = &mut self.batch {
+            b.events += 1;
+            b.bytes += self.key_buf.len();
         }
         *self
             .batch_counts
@@ -727,13 +799,25 @@ impl Writer {
             ),
             None => None,
         };
+        let flat = self
+            .cfg
+            .unwrap
+            .applies_to(schema_name, table_name)
+            .then(|| Flat::new(&self.cfg.unwrap));
+        let value_schema = match &flat {
+            Some(flat) => flat.value_schema(encode.value_schema()).map_err(|reason| {
+                ConnectorError::Schema {
+                    table: table.clone(),
+                    source: SchemaError::Flatten {
+                        table: table.clone(),
+                        reason,
+                    },
+                }
+            })?,
+            None => encode.value_schema().to_owned(),
+        };
         let value_id = self
-            .register_table_subject(
-                rv,
-                &table,
-                &topic::value_subject(&topic),
-                encode.value_schema(),
-            )
+            .register_table_subject(rv, &table, &topic::value_subject(&topic), &value_schema)
             .await?;
         for column in encode.fallback_columns() {
             if self
@@ -752,6 +836,7 @@ impl Writer {
             value_id,
             partition_by,
             tombstones,
+            flat,
         });
         self.plans.insert(id, Arc::clone(&plan));
         Ok(plan)
