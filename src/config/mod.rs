@@ -8,6 +8,7 @@
 //! come from an environment variable (`password_env`) or a file
 //! (`password_file`) and are held in [`Secret`], which never prints.
 
+mod correlation;
 mod reader;
 mod schemas;
 mod secret;
@@ -19,6 +20,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+pub use correlation::CorrelationConfig;
 use reader::Section;
 pub use schemas::{Compatibility, IncompatiblePolicy, SchemasConfig};
 pub use secret::Secret;
@@ -82,6 +84,8 @@ pub struct ConnectorConfig {
     /// `[types]`: how column values are represented (handling modes).
     pub types: crate::avro::modes::TypeModes,
     pub snapshot: SnapshotConfig,
+    /// `[correlation]`: headers copied into every event.
+    pub correlation: CorrelationConfig,
 }
 
 impl ConnectorConfig {
@@ -540,6 +544,7 @@ fn read_connector(
     let heartbeat = read_heartbeat(top.section("heartbeat"));
     let types = types::read_types(top.section("types"));
     let snapshot = top.section("snapshot");
+    let correlation = correlation::read(top.section("correlation"));
     top.finish();
 
     let default_object = name
@@ -813,6 +818,7 @@ fn read_connector(
         heartbeat,
         types,
         snapshot: snapshot?,
+        correlation,
     })
 }
 

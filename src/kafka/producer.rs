@@ -17,6 +17,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Mutex;
@@ -147,7 +148,21 @@ impl TxProducer {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
     ) -> Result<(), KafkaError> {
+        self.send_with_headers(topic, key, value, None).await
+    }
+
+    /// [`send`](Self::send) with Kafka record headers.
+    pub async fn send_with_headers(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), KafkaError> {
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
         if let Some(k) = key {
             record = record.key(k);
         }

@@ -93,6 +93,8 @@ pub(super) struct Writer {
     /// produced (that less the record overhead).
     message_max_bytes: u64,
     record_limit: usize,
+    /// Builds each event's headers (position, trace context).
+    correlation: super::correlation::Correlation,
 }
 
 impl Writer {
@@ -130,6 +132,7 @@ impl Writer {
             message_max_bytes: message_max_bytes(&cfg),
             record_limit: usize::try_from(crate::kafka::record_limit_bytes(&cfg))
                 .unwrap_or(usize::MAX),
+            correlation: super::correlation::Correlation::new(&cfg),
             cfg,
         }
     }
@@ -324,20 +327,27 @@ impl Writer {
         let r = plan.encode.encode_value(event, &ctx, &mut self.value_buf);
         self.encode_err(plan, event, r)?;
         let key_bytes = key.then_some(self.key_buf.as_slice());
-        let size = key_bytes.map_or(0, <[u8]>::len) + self.value_buf.len();
+        let initial_snapshot =
+            event.op == Op::Read && self.snapshot_marker != crate::snapshot::marker::INCREMENTAL;
+        let headers = self.correlation.headers(event, initial_snapshot);
+        let size = key_bytes.map_or(0, <[u8]>::len)
+            + self.value_buf.len()
+            + super::correlation::headers_len(&headers);
         if size > self.record_limit {
             return Err(self.too_large(plan, event, size));
         }
+        let tombstone = event.op == Op::Delete && self.cfg.kafka.tombstones_on_delete && key;
+        let tombstone_headers = tombstone.then(|| headers.clone());
         self.producer
-            .send(&plan.topic, key_bytes, Some(&self.value_buf))
+            .send_with_headers(&plan.topic, key_bytes, Some(&self.value_buf), Some(headers))
             .await
             .map_err(|e| self.refused(e))?;
         failpoint::crash(failpoint::MID_BATCH);
         let mut bytes = self.key_buf.len() + self.value_buf.len();
         let mut events = 1;
-        if event.op == Op::Delete && self.cfg.kafka.tombstones_on_delete && key {
+        if tombstone {
             self.producer
-                .send(&plan.topic, key_bytes, None)
+                .send_with_headers(&plan.topic, key_bytes, None, tombstone_headers)
                 .await
                 .map_err(|e| self.refused(e))?;
             bytes += self.key_buf.len();
