@@ -121,10 +121,14 @@ pub fn run(args: &CommonArgs, store: &mut dyn Store) -> Result<()> {
         let applied = store.apply(&changes)?;
         store.flush()?;
         batches += 1;
+        let tombstones = changes
+            .iter()
+            .filter(|c| c.kind == crate::ChangeKind::Tombstone)
+            .count();
         eprintln!(
-            "consumer: batch {batches}: {} records, {applied} applied, {} older or replayed",
+            "consumer: batch {batches}: {} records, {applied} applied, {tombstones} tombstones, {} older or replayed",
             changes.len(),
-            changes.len() - applied
+            changes.len().saturating_sub(applied + tombstones)
         );
         if args.crash_after_apply_batches > 0 && batches >= args.crash_after_apply_batches {
             eprintln!("consumer: exiting before committing offsets (CRASH_AFTER_APPLY_BATCHES)");
