@@ -9,8 +9,11 @@ use std::collections::BTreeMap;
 
 use rdkafka::message::{Headers, Message};
 use support::bed::Bed;
+use support::bed::WAIT;
 use support::events::{decode, field, int, unwrap_union};
-use support::kafka::{assign_all, drain_each};
+use support::kafka::{assign_all, drain_each, read_committed};
+use support::kafka_proxy::KafkaProxy;
+use support::poll_until;
 
 const TP1: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const TP2: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
@@ -280,4 +283,102 @@ async fn every_event_carries_its_position_and_a_valid_traceparent() {
         format!("one warning for the table's invalid traceparents:\n{log}"),
     );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// A change written again after a crash (its first Kafka transaction was
+/// aborted) carries the same headers as the first time: what consumers
+/// deduplicate by must not depend on which attempt they see. The aborted
+/// attempt is read with read_uncommitted (tansu hands aborted records to
+/// such readers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_of_a_change_written_again_after_a_crash_are_the_same() {
+    let bed = Bed::start("app").await;
+    bed.pg.psql(
+        "app",
+        "CREATE TABLE items (id int PRIMARY KEY, name text, traceparent text)",
+    );
+    let file = bed.connector(
+        "again",
+        "app",
+        &["public.items"],
+        "\n[correlation]\ntraceparent_column = \"traceparent\"\n",
+    );
+    // siphon writes through the Kafka proxy, so read_committed readers of
+    // the proxy never see the aborted attempt (tansu alone shows it).
+    let kafka = KafkaProxy::start(&bed.broker.bootstrap);
+    let body = std::fs::read_to_string(&file).expect("connector file");
+    std::fs::write(&file, body.replace(&bed.broker.bootstrap, &kafka.bootstrap))
+        .expect("connector file through the proxy");
+    let mut siphon = bed.siphon(&file);
+    bed.wait_slot_active("app", "siphon_again").await;
+    assert!(siphon.stop().success(), "{}", siphon.log());
+    // The next start's first commit is this data's: it crashes just before.
+    let mut crashing = bed.siphon_with_env(&file, &[("FAILPOINTS", "before_commit=return")]);
+    bed.wait_slot_active("app", "siphon_again").await;
+    bed.pg.psql(
+        "app",
+        &format!(
+            "INSERT INTO items SELECT g, 'n' || g, '{TP1}' FROM generate_series(1, 50) g;
+             UPDATE items SET name = 'x', traceparent = '{TP2}' WHERE id <= 10;
+             DELETE FROM items WHERE id > 45;"
+        ),
+    );
+    let status = crashing
+        .wait(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("siphon did not crash at before_commit:\n{}", crashing.log()));
+    assert!(!status.success(), "{}", crashing.log());
+    let siphon = bed.siphon(&file);
+    // 50 c, 10 u, 5 d + 5 tombstones, committed once.
+    let topic = "again.public.items";
+    poll_until(WAIT, "the changes committed", async || {
+        let n = read_committed(&kafka.bootstrap, topic).len();
+        assert!(n <= 70, "{n} records\n{}", siphon.log());
+        (n == 70).then_some(())
+    })
+    .await;
+
+    let (consumer, pending) = assign_all(
+        &bed.broker.bootstrap,
+        topic,
+        &[("isolation.level", "read_uncommitted")],
+    )
+    .expect("topic");
+    // Per key, events and tombstones apart, the headers in offset order:
+    // the aborted attempt's records, then the committed attempt's.
+    let mut seen: BTreeMap<(Vec<u8>, bool), Vec<BTreeMap<String, String>>> = BTreeMap::new();
+    drain_each(&consumer, topic, pending, |m| {
+        let headers: BTreeMap<String, String> = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                        (h.key.to_owned(), value.into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let key = (m.key().unwrap_or_default().to_vec(), m.payload().is_some());
+        seen.entry(key).or_default().push(headers);
+    });
+    // A key whose records both attempts hold in full has an even count;
+    // one the crash cut short (records not yet sent) is left out.
+    let mut twice = 0;
+    let mut problems = Vec::new();
+    for ((key, value), attempts) in &seen {
+        if attempts.len() >= 2 && attempts.len() % 2 == 0 {
+            let (first, second) = attempts.split_at(attempts.len() / 2);
+            if first != second {
+                problems.push(format!(
+                    "key {key:?} (value: {value}): {first:?} then {second:?}"
+                ));
+            }
+            twice += 1;
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(
+        twice >= 20,
+        "only {twice} keys were seen in both attempts (aborted and committed): {seen:?}"
+    );
 }

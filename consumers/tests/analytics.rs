@@ -14,17 +14,20 @@ use common::{Consumer, Rows, TABLES, converges};
 use siphon_consumers::analytics;
 use support::bed::Bed;
 use support::kafka::read_committed;
+use support::kafka_proxy::KafkaProxy;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_parquet_state_equals_the_tables_and_the_log_holds_each_change_once() {
     let bed = Bed::start("shop").await;
+    let kafka = KafkaProxy::start(&bed.broker.bootstrap);
     let dir = bed.dir.path().join("analytics");
     let mut consumer = Consumer::new(
         env!("CARGO_BIN_EXE_analytics"),
         &bed,
+        &kafka.bootstrap,
         &["--out-dir".to_owned(), dir.display().to_string()],
     );
-    converges(&bed, &mut consumer, || {
+    converges(&bed, &kafka, &mut consumer, || {
         analytics::read_state(&dir).unwrap_or_else(|_| Rows::new())
     })
     .await;
@@ -35,7 +38,7 @@ async fn the_parquet_state_equals_the_tables_and_the_log_holds_each_change_once(
     let mut want = BTreeSet::new();
     for t in TABLES {
         let topic = format!("shop.{t}");
-        for r in read_committed(&bed.broker.bootstrap, &topic) {
+        for r in read_committed(&kafka.bootstrap, &topic) {
             if r.value.is_some() {
                 want.insert((topic.clone(), r.partition, r.offset));
             }

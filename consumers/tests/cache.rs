@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::{Consumer, Rows, converges};
 use support::bed::Bed;
 use support::kafka::free_port;
+use support::kafka_proxy::KafkaProxy;
 
 /// A private Redis on a free loopback port (never the machine's 6379),
 /// without persistence; killed on drop.
@@ -99,11 +100,13 @@ fn cached(url: &str) -> Rows {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_equals_the_tables_after_crashes_and_a_truncate() {
     let bed = Bed::start("shop").await;
+    let kafka = KafkaProxy::start(&bed.broker.bootstrap);
     let redis = Redis::start(bed.dir.path());
     let mut consumer = Consumer::new(
         env!("CARGO_BIN_EXE_cache"),
         &bed,
+        &kafka.bootstrap,
         &["--redis-url".to_owned(), redis.url.clone()],
     );
-    converges(&bed, &mut consumer, || cached(&redis.url)).await;
+    converges(&bed, &kafka, &mut consumer, || cached(&redis.url)).await;
 }

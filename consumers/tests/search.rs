@@ -10,17 +10,20 @@ mod common;
 use common::{Consumer, Rows, converges};
 use siphon_consumers::search;
 use support::bed::Bed;
+use support::kafka_proxy::KafkaProxy;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_equals_the_tables_after_crashes_and_a_truncate() {
     let bed = Bed::start("shop").await;
+    let kafka = KafkaProxy::start(&bed.broker.bootstrap);
     let dir = bed.dir.path().join("index");
     let mut consumer = Consumer::new(
         env!("CARGO_BIN_EXE_search"),
         &bed,
+        &kafka.bootstrap,
         &["--index-dir".to_owned(), dir.display().to_string()],
     );
-    converges(&bed, &mut consumer, || {
+    converges(&bed, &kafka, &mut consumer, || {
         search::rows(&dir).unwrap_or_else(|_| Rows::new())
     })
     .await;
