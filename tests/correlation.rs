@@ -19,6 +19,9 @@ const TP1: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const TP2: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
 const TP3: &str = "00-11111111111111111111111111111111-2222222222222222-01";
 
+/// A record's headers: name → value.
+type HeaderMap = BTreeMap<String, String>;
+
 /// One record with its headers, decoded.
 #[derive(Debug)]
 struct Read {
@@ -345,9 +348,9 @@ async fn headers_of_a_change_written_again_after_a_crash_are_the_same() {
     .expect("topic");
     // Per key, events and tombstones apart, the headers in offset order:
     // the aborted attempt's records, then the committed attempt's.
-    let mut seen: BTreeMap<(Vec<u8>, bool), Vec<BTreeMap<String, String>>> = BTreeMap::new();
+    let mut seen: BTreeMap<(Vec<u8>, bool), Vec<HeaderMap>> = BTreeMap::new();
     drain_each(&consumer, topic, pending, |m| {
-        let headers: BTreeMap<String, String> = m
+        let headers: HeaderMap = m
             .headers()
             .map(|h| {
                 h.iter()
