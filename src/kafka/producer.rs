@@ -17,7 +17,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Mutex;
@@ -148,20 +148,29 @@ impl TxProducer {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
     ) -> Result<(), KafkaError> {
-        self.send_with_headers(topic, key, value, None).await
+        self.send_with_headers(topic, key, value, &[]).await
     }
 
-    /// [`send`](Self::send) with Kafka record headers.
+    /// [`send`](Self::send) with record headers (name, value).
     pub async fn send_with_headers(
         &self,
         topic: &str,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-        headers: Option<OwnedHeaders>,
+        headers: &[(&str, &[u8])],
     ) -> Result<(), KafkaError> {
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
-        if let Some(h) = headers {
-            record = record.headers(h);
+        if !headers.is_empty() {
+            let owned = headers.iter().fold(
+                OwnedHeaders::new_with_capacity(headers.len()),
+                |h, (key, value)| {
+                    h.insert(Header {
+                        key,
+                        value: Some(*value),
+                    })
+                },
+            );
+            record = record.headers(owned);
         }
         if let Some(k) = key {
             record = record.key(k);

@@ -25,7 +25,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use rdkafka::message::{Header, OwnedHeaders};
 use tracing::warn;
 
 use crate::config::ConnectorConfig;
@@ -100,23 +99,15 @@ impl Correlation {
 
     /// The headers of `event`; `initial_snapshot` marks a row of the
     /// initial snapshot (see the module docs for its position).
-    pub(super) fn headers(&mut self, event: &ChangeEvent, initial_snapshot: bool) -> OwnedHeaders {
+    pub(super) fn headers(&mut self, event: &ChangeEvent, initial_snapshot: bool) -> EventHeaders {
         let position = if initial_snapshot {
             initial_snapshot_position(event.position)
         } else {
             event.position
         };
-        let text = position_text(position);
-        let headers = OwnedHeaders::new_with_capacity(2).insert(Header {
-            key: POSITION_HEADER,
-            value: Some(text.as_bytes()),
-        });
-        match self.traceparent(event) {
-            Some(tp) => headers.insert(Header {
-                key: TRACEPARENT_HEADER,
-                value: Some(tp.as_ref()),
-            }),
-            None => headers,
+        EventHeaders {
+            position: position_text(position),
+            traceparent: self.traceparent(event),
         }
     }
 
@@ -143,13 +134,27 @@ impl Correlation {
     }
 }
 
-/// Bytes the headers add to a record (names, values and their lengths).
-pub(super) fn headers_len(headers: &OwnedHeaders) -> usize {
-    use rdkafka::message::Headers;
-    headers
-        .iter()
-        .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 4)
-        .sum()
+/// One event's headers.
+pub(super) struct EventHeaders {
+    position: String,
+    traceparent: Option<bytes::Bytes>,
+}
+
+impl EventHeaders {
+    /// (name, value) pairs, as the producer takes them.
+    pub(super) fn pairs(&self) -> Vec<(&'static str, &[u8])> {
+        let mut out = Vec::with_capacity(2);
+        out.push((POSITION_HEADER, self.position.as_bytes()));
+        if let Some(tp) = &self.traceparent {
+            out.push((TRACEPARENT_HEADER, &tp[..]));
+        }
+        out
+    }
+}
+
+/// Bytes headers add to a record (names, values and their lengths).
+pub(super) fn headers_len(headers: &[(&str, &[u8])]) -> usize {
+    headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum()
 }
 
 #[cfg(test)]

@@ -330,24 +330,23 @@ impl Writer {
         let initial_snapshot =
             event.op == Op::Read && self.snapshot_marker != crate::snapshot::marker::INCREMENTAL;
         let headers = self.correlation.headers(event, initial_snapshot);
+        let headers = headers.pairs();
         let size = key_bytes.map_or(0, <[u8]>::len)
             + self.value_buf.len()
             + super::correlation::headers_len(&headers);
         if size > self.record_limit {
             return Err(self.too_large(plan, event, size));
         }
-        let tombstone = event.op == Op::Delete && self.cfg.kafka.tombstones_on_delete && key;
-        let tombstone_headers = tombstone.then(|| headers.clone());
         self.producer
-            .send_with_headers(&plan.topic, key_bytes, Some(&self.value_buf), Some(headers))
+            .send_with_headers(&plan.topic, key_bytes, Some(&self.value_buf), &headers)
             .await
             .map_err(|e| self.refused(e))?;
         failpoint::crash(failpoint::MID_BATCH);
         let mut bytes = self.key_buf.len() + self.value_buf.len();
         let mut events = 1;
-        if tombstone {
+        if event.op == Op::Delete && self.cfg.kafka.tombstones_on_delete && key {
             self.producer
-                .send_with_headers(&plan.topic, key_bytes, None, tombstone_headers)
+                .send_with_headers(&plan.topic, key_bytes, None, &headers)
                 .await
                 .map_err(|e| self.refused(e))?;
             bytes += self.key_buf.len();
