@@ -23,6 +23,9 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY schemas ./schemas
 COPY src ./src
+# A workspace member (the reference consumers): cargo reads its manifest
+# even though only the siphon binary is built.
+COPY consumers ./consumers
 # The registry and target caches persist between builds on the same builder,
 # so a source change recompiles siphon, not librdkafka and every dependency.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -2,7 +2,8 @@
 //! PostgreSQL (15 unless `SIPHON_TEST_PG` says otherwise), a tansu broker
 //! and the schema-registry stand-in on loopback, the real `siphon` binary
 //! on a demo connector file, a few changes, and the decoded events printed
-//! as JSON.
+//! as JSON. With `--keep`, everything stays up until Ctrl-C so the
+//! reference consumers (docs/consumers.md) can read the stream.
 //!
 //! It reuses the test bed of `tests/support` so the quickstart and the
 //! tests run on exactly the same set-up.
@@ -178,6 +179,21 @@ url = "{registry}"
         println!("{}", serde_json::to_string(&summary)?);
     }
 
+    if std::env::args().any(|a| a == "--keep") {
+        // Leave everything running for the reference consumers
+        // (docs/consumers.md) until Ctrl-C.
+        println!(
+            "\n== still running (--keep); the reference consumers read it with:\n   \
+             export KAFKA_BOOTSTRAP_SERVERS={} REGISTRY_URL={} TOPIC_PREFIX=shop\n   \
+             change rows with: psql -h {} -p {} -U {} shop\n   Ctrl-C stops everything",
+            broker.bootstrap,
+            registry.url,
+            pg.host(),
+            pg.port(),
+            pg.user()
+        );
+        tokio::signal::ctrl_c().await?;
+    }
     println!("\n== stopping siphon (SIGTERM: commits, acks, closes)");
     Command::new("kill")
         .arg("-TERM")

@@ -4,8 +4,9 @@
 # loopback, and the Helm chart checks. Installs what is missing first.
 #
 # Without arguments: builds once, then runs the whole suite on PostgreSQL 15
-# and the core set (CORE below) on each of PostgreSQL 16, 17 and 18, at most
-# two version sets at a time (SIPHON_TEST_LANES), each set's output in its
+# (with the reference consumers' tests, consumers/tests) and the core set
+# (CORE below) on each of PostgreSQL 16, 17 and 18, at most two version
+# sets at a time (SIPHON_TEST_LANES), each set's output in its
 # own log printed when it ends, and each set's time at the end; then the
 # Helm chart checks.
 #
@@ -41,6 +42,10 @@ LANES="${SIPHON_TEST_LANES:-2}"
 # PostgreSQL 15 set runs under `cargo test`).
 start=$(date +%s)
 "${CARGO_TEST[@]}" --no-run
+# The reference consumers (consumers/, a workspace member; their tests run
+# the siphon binary built just above).
+CONSUMERS_TEST=(cargo test --locked -p siphon-consumers)
+"${CONSUMERS_TEST[@]}" --no-run
 declare -A exe
 while IFS=' ' read -r name path; do
   exe[$name]=$path
@@ -67,6 +72,7 @@ run_set() {
   t0=$(date +%s)
   if [ "$major" = 15 ]; then
     SIPHON_TEST_PG=15 "${CARGO_TEST[@]}" >"$log" 2>&1 || rc=$?
+    SIPHON_TEST_PG=15 "${CONSUMERS_TEST[@]}" >>"$log" 2>&1 || rc=$?
   else
     for name in "${CORE[@]}"; do
       echo "== PostgreSQL $major: tests/$name.rs" >>"$log"

@@ -33,6 +33,14 @@ fn crashed(siphon: &mut support::siphon::Siphon) {
 /// The outbox events of the `order` topic as (id, aggregate id, type,
 /// payload JSON), checking each record's key and headers agree.
 fn outbox_events(records: &[Record]) -> Vec<(String, String, String, serde_json::Value)> {
+    // Each carries its position, increasing in a partition's order.
+    let mut last: BTreeMap<i32, Vec<u8>> = BTreeMap::new();
+    for r in records {
+        let position = r.header("siphon.position").expect("position header").to_vec();
+        if let Some(before) = last.insert(r.partition, position.clone()) {
+            assert!(before < position, "positions increase: {before:?} then {position:?}");
+        }
+    }
     records
         .iter()
         .map(|r| {

@@ -8,6 +8,7 @@
 //! come from an environment variable (`password_env`) or a file
 //! (`password_file`) and are held in [`Secret`], which never prints.
 
+mod correlation;
 mod dead_letter;
 mod events;
 mod heartbeat;
@@ -25,6 +26,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+pub use correlation::CorrelationConfig;
 pub use dead_letter::DeadLetterConfig;
 pub use events::{EventsConfig, OpSet, Pattern, Route, TableRule};
 pub use heartbeat::HeartbeatConfig;
@@ -106,6 +108,8 @@ pub struct ConnectorConfig {
     pub dead_letter: DeadLetterConfig,
     /// `[tables]`, `[[table]]`, `[[route]]`: filters, masks, keys, routing.
     pub events: EventsConfig,
+    /// `[correlation]`: headers copied into every event.
+    pub correlation: CorrelationConfig,
 }
 
 impl ConnectorConfig {
@@ -560,6 +564,7 @@ fn read_connector(
         top.sections("table"),
         top.sections("route"),
     );
+    let correlation = correlation::read(top.section("correlation"));
     top.finish();
 
     let default_object = name
@@ -842,6 +847,7 @@ fn read_connector(
         transactions,
         dead_letter,
         events,
+        correlation,
     })
 }
 

@@ -632,14 +632,19 @@ fn unwrap_is_off_by_default_and_names_its_problems() {
     let err = load_file_with_env(&path, env(&[("PG_PASS", "x")])).unwrap_err();
     let file = path.display();
     assert_eq!(err.problems.len(), 5, "{:#?}", err.problems);
-    assert!(err.problems[0].starts_with(&format!("{file}: unwrap.tables: \"(\" is not a valid regex")));
+    assert!(err.problems[0].starts_with(&format!(
+        "{file}: unwrap.tables: \"(\" is not a valid regex"
+    )));
     assert_eq!(
         err.problems[1],
         format!(
             "{file}: unwrap.delete_handling: \"none\" is not a delete handling: use one of \"drop\", \"tombstone\", \"rewrite\", \"rewrite-with-tombstone\""
         )
     );
-    assert_eq!(err.problems[2], format!("{file}: unwrap.add_fields: lists \"op\" twice"));
+    assert_eq!(
+        err.problems[2],
+        format!("{file}: unwrap.add_fields: lists \"op\" twice")
+    );
     assert!(err.problems[3].starts_with(&format!(
         "{file}: unwrap.add_fields: \"xmin\" is not a fact siphon can add: use \"op\""
     )));

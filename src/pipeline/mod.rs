@@ -18,6 +18,7 @@
 //! any transient error — goes through the same steps, so there is one
 //! recovery path and it is always exercised.
 
+pub mod correlation;
 mod dead_letter;
 mod heartbeat;
 mod outbox;

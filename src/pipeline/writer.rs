@@ -134,6 +134,8 @@ pub(super) struct Writer {
     /// Extra outputs: transaction metadata, dead letters, heartbeats
     /// (`outputs`).
     extras: outputs::Extras,
+    /// Builds each event's headers (position, trace context).
+    correlation: super::correlation::Correlation,
 }
 
 impl Writer {
@@ -174,6 +176,7 @@ impl Writer {
                 .unwrap_or(usize::MAX),
             message_plan: None,
             extras: outputs::Extras::new(&cfg),
+            correlation: super::correlation::Correlation::new(&cfg),
             cfg,
         }
     }
@@ -470,9 +473,15 @@ impl Writer {
                 .collect(),
             None => Vec::new(),
         };
-        let headers: Vec<(&str, &[u8])> = added.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
         let key_bytes = key.then_some(self.key_buf.as_slice());
-        let size = key_bytes.map_or(0, <[u8]>::len) + self.value_buf.len();
+        let initial_snapshot =
+            event.op == Op::Read && self.snapshot_marker != crate::snapshot::marker::INCREMENTAL;
+        let correlation = self.correlation.headers(event, initial_snapshot);
+        let mut headers = correlation.pairs();
+        headers.extend(added.iter().map(|(n, v)| (*n, v.as_bytes())));
+        let size = key_bytes.map_or(0, <[u8]>::len)
+            + self.value_buf.len()
+            + super::correlation::headers_len(&headers);
         if size > self.record_limit {
             let e = self.too_large(plan, event, size);
             return self.dead_letter_or(e, plan, event, order.as_ref()).await;
@@ -492,7 +501,7 @@ impl Writer {
         let mut events = 1;
         if event.op == Op::Delete && tombstone && key {
             self.producer
-                .send_with(&plan.topic, partition, key_bytes, None, &[])
+                .send_with(&plan.topic, partition, key_bytes, None, &headers)
                 .await
                 .map_err(|e| self.refused(e))?;
             bytes += self.key_buf.len();
@@ -522,8 +531,15 @@ impl Writer {
         if !key {
             return Ok(());
         }
+        let correlation = self.correlation.headers(event, false);
         self.producer
-            .send_with(&plan.topic, partition, Some(&self.key_buf), None, &[])
+            .send_with(
+                &plan.topic,
+                partition,
+                Some(&self.key_buf),
+                None,
+                &correlation.pairs(),
+            )
             .await
             .map_err(|e| self.refused(e))?;
         failpoint::crash(failpoint::MID_BATCH);
@@ -587,7 +603,9 @@ impl Writer {
                 message.prefix, message.position
             )
         };
-        self.send_extra(&topic, Some(size), what, &[]).await?;
+        let position = super::correlation::position_text(message.position);
+        let headers = [(super::correlation::POSITION_HEADER, position.as_bytes())];
+        self.send_extra(&topic, Some(size), what, &headers).await?;
         if let Some(tx) = &message.tx {
             self.newest_commit_us = Some(tx.commit_ts_us);
         }
@@ -647,9 +665,11 @@ impl Writer {
             }
             None => None,
         };
-        let headers: [(&str, &[u8]); 2] = [
+        let position = super::correlation::position_text(position);
+        let headers: [(&str, &[u8]); 3] = [
             ("id", event.id.as_bytes()),
             ("type", event.event_type.as_bytes()),
+            (super::correlation::POSITION_HEADER, position.as_bytes()),
         ];
         self.send_extra(&topic, size, what, &headers).await?;
         self.newest_commit_us = Some(ts_us);
@@ -666,7 +686,7 @@ impl Writer {
         what: impl Fn() -> String,
         headers: &[(&str, &[u8])],
     ) -> Result<(), ConnectorError> {
-        let bytes = size.unwrap_or(self.key_buf.len());
+        let bytes = size.unwrap_or(self.key_buf.len()) + super::correlation::headers_len(headers);
         if bytes > self.record_limit {
             return Err(ConnectorError::RecordTooLarge {
                 change: what(),

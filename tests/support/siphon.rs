@@ -10,6 +10,30 @@ use std::time::{Duration, Instant};
 use super::kafka::Broker;
 use super::postgres::PgCluster;
 
+/// The `siphon` binary: cargo's for the root crate's tests; for tests of
+/// another workspace member (the reference consumers), `SIPHON_BIN` or the
+/// one built next to the test binary (`target/<profile>/siphon`).
+pub fn siphon_bin() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_siphon") {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("SIPHON_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("siphon"))
+        .expect("target directory");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (cargo build --bin siphon) or set SIPHON_BIN",
+        bin.display()
+    );
+    bin
+}
+
 /// What a test connector file says.
 pub struct Spec<'a> {
     pub name: &'a str,
@@ -109,7 +133,7 @@ impl Siphon {
         let log = log_dir.join(format!("siphon-{n}.log"));
         let file = std::fs::File::create(&log).expect("siphon log");
         let http_port = super::kafka::free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_siphon"));
+        let mut cmd = Command::new(siphon_bin());
         cmd.arg("run")
             .arg(connector)
             .arg("--http-addr")
@@ -262,7 +286,7 @@ impl Drop for Siphon {
 
 /// Runs `siphon check` on `file`: its exit code and everything it printed.
 pub fn check(file: &Path) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_siphon"))
+    let out = Command::new(siphon_bin())
         .arg("check")
         .arg(file)
         .output()
