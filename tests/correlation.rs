@@ -385,3 +385,51 @@ async fn headers_of_a_change_written_again_after_a_crash_are_the_same() {
         "only {twice} keys were seen in both attempts (aborted and committed): {seen:?}"
     );
 }
+
+/// `correlation.traceparent_message_prefix`: a transactional message gives
+/// the events after it in its transaction their `traceparent`, also those
+/// written after a crash inside the transaction (PostgreSQL sends the
+/// message again, before the rest); the next transaction has none. The
+/// message itself is not published on the messages topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_message_gives_its_transactions_events_their_traceparent_across_a_crash() {
+    let bed = Bed::start("tm").await;
+    bed.pg
+        .psql("tm", "CREATE TABLE t (id int PRIMARY KEY, v text);");
+    let file = bed.connector(
+        "tm",
+        "tm",
+        &["public.t"],
+        "batch_max_events = 10\n\n[correlation]\ntraceparent_message_prefix = \"traceparent\"\n\n[messages]\nenabled = true\n",
+    );
+    let mut siphon = bed.siphon_with_env(&file, &[("FAILPOINTS", "after_commit=2*off->return")]);
+    bed.wait_slot_active("tm", "siphon_tm").await;
+    bed.pg.psql(
+        "tm",
+        &format!(
+            "BEGIN;
+             INSERT INTO t VALUES (0, 'before the message');
+             SELECT pg_logical_emit_message(true, 'traceparent', '{TP1}');
+             INSERT INTO t SELECT i, 'x' FROM generate_series(1, 60) i;
+             COMMIT;"
+        ),
+    );
+    let status = siphon
+        .wait(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("siphon did not crash at its fail point:\n{}", siphon.log()));
+    assert!(!status.success());
+    let siphon = bed.siphon(&file);
+    bed.pg
+        .psql("tm", "INSERT INTO t VALUES (100, 'next transaction');");
+    let records = bed.wait_records("tm.public.t", 62, &siphon).await;
+    for r in &records {
+        let key = decode(&bed.client, r.key.as_deref().expect("key")).await.1;
+        let id = int(field(&key, "id").expect("id"));
+        let expected = (1..=60).contains(&id).then_some(TP1.as_bytes());
+        assert_eq!(r.header("traceparent"), expected, "row {id}");
+    }
+    assert!(
+        read_committed(&bed.broker.bootstrap, "tm.message").is_empty(),
+        "trace-context messages are not published"
+    );
+}

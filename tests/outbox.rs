@@ -36,9 +36,15 @@ fn outbox_events(records: &[Record]) -> Vec<(String, String, String, serde_json:
     // Each carries its position, increasing in a partition's order.
     let mut last: BTreeMap<i32, Vec<u8>> = BTreeMap::new();
     for r in records {
-        let position = r.header("siphon.position").expect("position header").to_vec();
+        let position = r
+            .header("siphon.position")
+            .expect("position header")
+            .to_vec();
         if let Some(before) = last.insert(r.partition, position.clone()) {
-            assert!(before < position, "positions increase: {before:?} then {position:?}");
+            assert!(
+                before < position,
+                "positions increase: {before:?} then {position:?}"
+            );
         }
     }
     records

@@ -4,7 +4,11 @@
 //!
 //! - `traceparent_column`: a column whose value, when it holds a valid W3C
 //!   `traceparent`, becomes the event's `traceparent` header. Unset (the
-//!   default): no `traceparent` header. The position header
+//!   default): no `traceparent` header.
+//! - `traceparent_message_prefix`: a transactional logical decoding message
+//!   with this prefix (`pg_logical_emit_message(true, 'traceparent',
+//!   '00-…')`) gives the events after it in its transaction their
+//!   `traceparent` header (a row's own column wins). The position header
 //!   (`siphon.position`) is always written and needs no setting.
 
 use super::reader::Section;
@@ -13,6 +17,9 @@ use super::reader::Section;
 pub struct CorrelationConfig {
     /// Column holding the writing application's W3C trace context.
     pub traceparent_column: Option<String>,
+    /// Prefix of the logical messages carrying a transaction's trace
+    /// context.
+    pub traceparent_message_prefix: Option<String>,
 }
 
 /// Reads `[correlation]`.
@@ -24,9 +31,20 @@ pub(super) fn read(mut section: Section) -> CorrelationConfig {
             "must name a column (e.g. \"traceparent\"), or be left out for no traceparent header",
         );
     }
+    let traceparent_message_prefix: Option<String> = section.optional("traceparent_message_prefix");
+    if traceparent_message_prefix
+        .as_deref()
+        .is_some_and(str::is_empty)
+    {
+        section.problem_at(
+            "traceparent_message_prefix",
+            "must be a message prefix (e.g. \"traceparent\"), or be left out",
+        );
+    }
     section.finish();
     CorrelationConfig {
         traceparent_column: traceparent_column.filter(|c| !c.is_empty()),
+        traceparent_message_prefix: traceparent_message_prefix.filter(|c| !c.is_empty()),
     }
 }
 

@@ -20,8 +20,9 @@ pub struct MessagesConfig {
     /// Their topic; `{prefix}` stands for `kafka.topic_prefix`.
     pub topic: String,
     /// Only messages with one of these prefixes (all when empty). siphon's
-    /// own snapshot watermarks and the outbox prefix are never published
-    /// here.
+    /// own snapshot watermarks, the outbox prefix and the trace-context
+    /// prefix (`correlation.traceparent_message_prefix`) are never
+    /// published here.
     pub prefixes: Vec<String>,
 }
 

@@ -17,7 +17,10 @@
 //! - `traceparent`: the W3C trace context found in the configured column
 //!   (`correlation.traceparent_column`) of the row (the new row, or the old
 //!   one of a delete), copied only when it is a valid `traceparent`; an
-//!   invalid one is left out and warned about once per table.
+//!   invalid one is left out and warned about once per table. Without one,
+//!   the trace context of the transaction: the latest transactional logical
+//!   message with prefix `correlation.traceparent_message_prefix` before
+//!   the event in its transaction (invalid ones warned about once).
 //!
 //! Headers are part of the record, so they are written in the same Kafka
 //! transaction as the event and come out identical after a restart.
@@ -81,6 +84,9 @@ pub fn valid_traceparent(v: &[u8]) -> bool {
 /// Builds the headers of each event of one connector.
 pub(super) struct Correlation {
     column: Option<String>,
+    /// The trace context a message gave a transaction: (commit LSN, value).
+    transaction_trace: Option<(crate::event::Lsn, bytes::Bytes)>,
+    warned_message: bool,
     /// Index of the trace column per relation version (`None`: absent).
     columns: HashMap<(u32, u64), Option<usize>>,
     warned: HashSet<u32>,
@@ -91,6 +97,8 @@ impl Correlation {
     pub(super) fn new(cfg: &ConnectorConfig) -> Correlation {
         Correlation {
             column: cfg.correlation.traceparent_column.clone(),
+            transaction_trace: None,
+            warned_message: false,
             columns: HashMap::new(),
             warned: HashSet::new(),
             connector: cfg.name.to_string(),
@@ -105,9 +113,31 @@ impl Correlation {
         } else {
             event.position
         };
+        let traceparent = self.traceparent(event).or_else(|| {
+            self.transaction_trace
+                .as_ref()
+                .filter(|(lsn, _)| *lsn == event.tx.commit_lsn && !initial_snapshot)
+                .map(|(_, v)| v.clone())
+        });
         EventHeaders {
             position: position_text(position),
-            traceparent: self.traceparent(event),
+            traceparent,
+        }
+    }
+
+    /// A trace-context message (`correlation.traceparent_message_prefix`)
+    /// of the transaction committing at `commit_lsn`: the events after it
+    /// in that transaction carry `content` as their `traceparent` when it
+    /// is valid.
+    pub(super) fn trace_message(&mut self, commit_lsn: crate::event::Lsn, content: &bytes::Bytes) {
+        if valid_traceparent(content) {
+            self.transaction_trace = Some((commit_lsn, content.clone()));
+            return;
+        }
+        self.transaction_trace = None;
+        if !self.warned_message {
+            self.warned_message = true;
+            warn!(connector = %self.connector, commit_lsn = %commit_lsn, "a trace-context message holds no valid W3C traceparent: no traceparent header from it (warned once)");
         }
     }
 

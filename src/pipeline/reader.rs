@@ -549,9 +549,16 @@ impl Reader {
         stream: &mut ReplicationStream,
         cancel: &CancellationToken,
     ) -> Result<Flow, ConnectorError> {
-        if !self.cfg.messages.enabled && self.cfg.outbox.message_prefix.is_empty() {
+        let trace_prefix = self.cfg.correlation.traceparent_message_prefix.as_deref();
+        if !self.cfg.messages.enabled
+            && self.cfg.outbox.message_prefix.is_empty()
+            && trace_prefix.is_none()
+        {
             return Ok(Flow::Continue);
         }
+        // A trace context goes to the writer even when re-sent: the events
+        // after it in its transaction, re-sent or not, need it.
+        let trace = transactional && trace_prefix == Some(prefix.as_str());
         let (position, tx) = match (transactional, self.current.as_mut()) {
             (true, Some((tx, next_index))) => {
                 let position = Position {
@@ -574,7 +581,7 @@ impl Reader {
                 None,
             ),
         };
-        if self.stored.as_ref().is_some_and(|s| s.covers(position)) {
+        if !trace && self.stored.as_ref().is_some_and(|s| s.covers(position)) {
             self.skipped += 1;
             return Ok(Flow::Continue);
         }

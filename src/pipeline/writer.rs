@@ -242,7 +242,20 @@ impl Writer {
                 }
             }
             Item::Message(message, _budget) => {
-                self.write_message(&message).await?;
+                let trace_prefix = self.cfg.correlation.traceparent_message_prefix.as_deref();
+                if let Some(tx) = &message.tx
+                    && trace_prefix == Some(message.prefix.as_str())
+                {
+                    self.correlation
+                        .trace_message(tx.commit_lsn, &message.content);
+                    // Re-sent (the reader forwards trace contexts it
+                    // already wrote past) or not, it is not published.
+                    if self.durable.covers(message.position) {
+                        return Ok(());
+                    }
+                } else {
+                    self.write_message(&message).await?;
+                }
                 self.pending.commit_lsn = message.position.commit_lsn;
                 self.pending.index = Some(message.position.index);
                 self.pending.txn_complete = false;
