@@ -334,3 +334,53 @@ async fn a_crash_inside_a_big_outbox_transaction_writes_each_event_once() {
     assert_eq!(ids.len(), 100, "every event once");
     bed.wait_records("big.public.orders", 100, &siphon).await;
 }
+
+/// `outbox.expand_payload`: the JSON payload becomes Avro with a schema
+/// inferred from it and registered under the topic's value subject; a
+/// payload with one more field is the next, compatible version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expanded_payloads_are_avro_with_registered_schemas() {
+    let bed = Bed::start("avro").await;
+    bed.pg.psql(
+        "avro",
+        "CREATE TABLE outbox (id text PRIMARY KEY, aggregatetype text NOT NULL, aggregateid text NOT NULL,
+                              type text NOT NULL, payload jsonb);",
+    );
+    let file = bed.connector(
+        "avro",
+        "avro",
+        &["public.outbox"],
+        &format!("{OUTBOX}expand_payload = true\n"),
+    );
+    let siphon = bed.siphon(&file);
+    bed.wait_slot_active("avro", "siphon_avro").await;
+    bed.pg.psql(
+        "avro",
+        r#"INSERT INTO outbox VALUES ('e1', 'order', '1', 'OrderPlaced', '{"order": 1, "total": 9.5, "lines": [{"sku": "x"}]}');
+           INSERT INTO outbox VALUES ('e2', 'order', '2', 'OrderPlaced', '{"order": 2, "total": 3.25, "coupon": "WELCOME"}');"#,
+    );
+    let records = bed.wait_records("outbox.event.order", 2, &siphon).await;
+    let mut ids = Vec::new();
+    let mut values = Vec::new();
+    for r in &records {
+        let (id, value) = decode(&bed.client, r.value.as_deref().expect("value")).await;
+        ids.push(id);
+        values.push(value);
+    }
+    assert_ne!(ids[0], ids[1], "the second shape is a new schema version");
+    let get = |v: &Value, name: &str| unwrap_union(field(v, name).expect(name)).clone();
+    assert_eq!(get(&values[0], "order"), Value::Long(1));
+    assert_eq!(get(&values[0], "total"), Value::Double(9.5));
+    let Value::Array(lines) = get(&values[0], "lines") else {
+        panic!("lines is an array")
+    };
+    assert_eq!(get(unwrap_union(&lines[0]), "sku"), Value::String("x".into()));
+    assert_eq!(get(&values[1], "order"), Value::Long(2));
+    assert_eq!(get(&values[1], "total"), Value::Double(3.25));
+    assert_eq!(get(&values[1], "coupon"), Value::String("WELCOME".into()));
+    assert_eq!(r_header(&records[1], "type"), "OrderPlaced");
+}
+
+fn r_header(r: &Record, name: &str) -> String {
+    text(r.header(name).expect("header"))
+}

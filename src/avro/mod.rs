@@ -5,6 +5,7 @@
 pub mod array;
 pub mod encode;
 pub mod flat;
+pub mod infer;
 pub mod message;
 pub mod modes;
 pub mod projection;

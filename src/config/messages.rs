@@ -58,6 +58,9 @@ pub struct OutboxConfig {
     /// a JSON object with the same fields as the table's columns); empty
     /// when off.
     pub message_prefix: String,
+    /// The payload as written (JSON), or expanded to Avro with a schema
+    /// inferred from it and registered (`true`).
+    pub expand_payload: bool,
 }
 
 impl Default for OutboxConfig {
@@ -72,6 +75,7 @@ impl Default for OutboxConfig {
             topic: "outbox.event.{aggregatetype}".to_owned(),
             publish_table: false,
             message_prefix: String::new(),
+            expand_payload: false,
         }
     }
 }
@@ -159,6 +163,7 @@ pub(super) fn read_outbox(mut section: Section, tables: &[TableName]) -> OutboxC
     check_topic_template(&section, "topic", &topic, &["{prefix}", "{aggregatetype}"]);
     let publish_table = section.optional("publish_table").unwrap_or(false);
     let message_prefix: String = section.optional("message_prefix").unwrap_or_default();
+    let expand_payload = section.optional("expand_payload").unwrap_or(false);
     if publish_table && table.is_none() {
         section.problem_at(
             "publish_table",
@@ -176,6 +181,7 @@ pub(super) fn read_outbox(mut section: Section, tables: &[TableName]) -> OutboxC
         topic,
         publish_table,
         message_prefix,
+        expand_payload,
     }
 }
 

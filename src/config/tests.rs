@@ -600,7 +600,7 @@ fn messages_and_outbox_are_off_by_default_and_name_their_problems() {
             ),
             format!("{file}: outbox.payload_column: must name a column of the outbox table"),
             format!(
-                "{file}: outbox.publish_tables: unknown key; did you mean \"publish_table\"? (known keys: table, id_column, aggregate_type_column, aggregate_id_column, type_column, payload_column, topic, publish_table, message_prefix)"
+                "{file}: outbox.publish_tables: unknown key; did you mean \"publish_table\"? (known keys: table, id_column, aggregate_type_column, aggregate_id_column, type_column, payload_column, topic, publish_table, message_prefix, expand_payload)"
             ),
         ]
     );

@@ -112,6 +112,20 @@ pub(super) fn from_message(cfg: &OutboxConfig, content: &[u8]) -> Result<OutboxE
     })
 }
 
+/// An outbox payload (JSON text) expanded to Avro: (schema, body), the
+/// record named `Payload` in a namespace made of the topic's name.
+pub(super) fn expand(payload: &[u8], topic: &str) -> Result<(String, Vec<u8>), String> {
+    let json: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
+        format!("the payload is not JSON ({e}), so it cannot be expanded to Avro (outbox.expand_payload)")
+    })?;
+    let namespace = topic
+        .split('.')
+        .map(|s| crate::avro::schema::avro_name(&s.replace('-', "_")).into_owned())
+        .collect::<Vec<_>>()
+        .join(".");
+    crate::avro::infer::expand(&json, &namespace, "Payload")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

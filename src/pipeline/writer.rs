@@ -131,6 +131,8 @@ pub(super) struct Writer {
     record_limit: usize,
     /// The messages topic and its key and value schema ids, once ready.
     message_plan: Option<(String, u32, u32)>,
+    /// Schema ids of expanded outbox payloads by (subject, schema).
+    outbox_schemas: HashMap<(String, String), u32>,
     /// Extra outputs: transaction metadata, dead letters, heartbeats
     /// (`outputs`).
     extras: outputs::Extras,
@@ -175,6 +177,7 @@ impl Writer {
             record_limit: usize::try_from(crate::kafka::record_limit_bytes(&cfg))
                 .unwrap_or(usize::MAX),
             message_plan: None,
+            outbox_schemas: HashMap::new(),
             extras: outputs::Extras::new(&cfg),
             correlation: super::correlation::Correlation::new(&cfg),
             cfg,
@@ -672,6 +675,17 @@ impl Writer {
             .extend_from_slice(event.aggregate_id.as_bytes());
         self.value_buf.clear();
         let size = match &event.payload {
+            Some(p) if self.cfg.outbox.expand_payload => {
+                let (schema, body) =
+                    outbox::expand(p, &topic).map_err(|reason| ConnectorError::Outbox {
+                        what: what(),
+                        reason,
+                    })?;
+                let id = self.outbox_schema_id(&topic, schema).await?;
+                push_header(&mut self.value_buf, id);
+                self.value_buf.extend_from_slice(&body);
+                Some(self.key_buf.len() + self.value_buf.len())
+            }
             Some(p) => {
                 self.value_buf.extend_from_slice(p);
                 Some(self.key_buf.len() + p.len())
@@ -687,6 +701,23 @@ impl Writer {
         self.send_extra(&topic, size, what, &headers).await?;
         self.newest_commit_us = Some(ts_us);
         Ok(())
+    }
+
+    /// The schema id of an expanded outbox payload's schema under
+    /// `{topic}-value`, registered the first time it is seen.
+    async fn outbox_schema_id(
+        &mut self,
+        topic: &str,
+        schema: String,
+    ) -> Result<u32, ConnectorError> {
+        let subject = topic::value_subject(topic);
+        if let Some(id) = self.outbox_schemas.get(&(subject.clone(), schema.clone())) {
+            return Ok(*id);
+        }
+        let id = self.register(&subject, &schema).await?;
+        info!(connector = %self.cfg.name, subject = %subject, schema_id = id, "outbox payload schema registered");
+        self.outbox_schemas.insert((subject, schema), id);
+        Ok(id)
     }
 
     /// Sends `key_buf` and `value_buf` (a tombstone when `size` is `None`)
