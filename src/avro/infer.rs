@@ -54,7 +54,7 @@ fn record_schema(
         }
         out.push(serde_json::json!({
             "name": key,
-            "type": ["null", type_of(value, key, &field_path)?],
+            "type": ["null", type_of(value, &field_path)?],
             "default": null,
         }));
     }
@@ -66,7 +66,7 @@ fn record_schema(
 }
 
 /// The Avro type of a (non-top-level) JSON value.
-fn type_of(value: &Json, key: &str, path: &str) -> Result<Json, String> {
+fn type_of(value: &Json, path: &str) -> Result<Json, String> {
     Ok(match value {
         Json::Null | Json::String(_) => Json::from("string"),
         Json::Bool(_) => Json::from("boolean"),
@@ -79,7 +79,7 @@ fn type_of(value: &Json, key: &str, path: &str) -> Result<Json, String> {
             let first = items.iter().find(|v| !v.is_null());
             let item = match first {
                 None => Json::from("string"),
-                Some(v) => type_of(v, key, &format!("{path}[]"))?,
+                Some(v) => type_of(v, &format!("{path}[]"))?,
             };
             for (i, v) in items.iter().enumerate() {
                 if !v.is_null() && first.is_some_and(|f| !same_kind(f, v)) {
