@@ -374,7 +374,10 @@ async fn expanded_payloads_are_avro_with_registered_schemas() {
     let Value::Array(lines) = get(&values[0], "lines") else {
         panic!("lines is an array")
     };
-    assert_eq!(get(unwrap_union(&lines[0]), "sku"), Value::String("x".into()));
+    assert_eq!(
+        get(unwrap_union(&lines[0]), "sku"),
+        Value::String("x".into())
+    );
     assert_eq!(get(&values[1], "order"), Value::Long(2));
     assert_eq!(get(&values[1], "total"), Value::Double(3.25));
     assert_eq!(get(&values[1], "coupon"), Value::String("WELCOME".into()));

@@ -157,19 +157,11 @@ fn plain(value: &Json, path: &str) -> Result<Avro, String> {
 
 #[cfg(test)]
 mod tests {
-    use apache_avro::reader::datum::GenericDatumReader;
 
     use super::*;
 
     fn decode(schema: &str, body: &[u8]) -> Avro {
-        let schema = Schema::parse_str(schema).expect("schema parses");
-        let mut rest = body;
-        let v = GenericDatumReader::builder(&schema)
-            .build()
-            .and_then(|r| r.read_value(&mut rest))
-            .expect("decodes");
-        assert!(rest.is_empty());
-        v
+        crate::avro::decode_datum(schema, body)
     }
 
     #[test]

@@ -79,8 +79,6 @@ pub fn encode_value(message: &MessageEvent, ctx: &EnvelopeContext<'_>, out: &mut
 mod tests {
     use std::sync::Arc;
 
-    use apache_avro::Schema;
-    use apache_avro::reader::datum::GenericDatumReader;
     use apache_avro::types::Value;
 
     use super::*;
@@ -106,14 +104,7 @@ mod tests {
     }
 
     fn decode(schema: &str, bytes: &[u8]) -> Value {
-        let schema = Schema::parse_str(schema).expect("schema parses");
-        let mut body = bytes;
-        let value = GenericDatumReader::builder(&schema)
-            .build()
-            .and_then(|r| r.read_value(&mut body))
-            .expect("decodes");
-        assert!(body.is_empty(), "bytes left after the datum");
-        value
+        crate::avro::decode_datum(schema, bytes)
     }
 
     fn field<'v>(v: &'v Value, name: &str) -> &'v Value {

@@ -363,14 +363,7 @@ mod tests {
     use bytes::Bytes;
 
     fn decode(schema: &apache_avro::Schema, bytes: &[u8]) -> Value {
-        let mut reader = bytes;
-        let value = apache_avro::reader::datum::GenericDatumReader::builder(schema)
-            .build()
-            .expect("reader")
-            .read_value(&mut reader)
-            .expect("decodes");
-        assert!(reader.is_empty(), "{} bytes left", reader.len());
-        value
+        crate::avro::decode_datum_with(schema, bytes)
     }
 
     /// id int PK, email text NOT NULL, age int NOT NULL DEFAULT -1, pw text.

@@ -176,7 +176,6 @@ fn shorten(s: &str, cut: Option<usize>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use apache_avro::Schema;
     use apache_avro::types::Value as Avro;
     use bytes::Bytes;
     use std::sync::Arc;
@@ -234,15 +233,7 @@ mod tests {
     }
 
     fn decode(bytes: &[u8]) -> Avro {
-        let schema = Schema::parse_str(SCHEMA).unwrap();
-        let mut reader = &bytes[5..];
-        let value = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
-            .build()
-            .unwrap()
-            .read_value(&mut reader)
-            .unwrap();
-        assert!(reader.is_empty(), "{} trailing bytes", reader.len());
-        value
+        crate::avro::decode_datum(SCHEMA, &bytes[5..])
     }
 
     fn letter<'a>(event: &'a ChangeEvent) -> Letter<'a> {

@@ -115,23 +115,13 @@ pub(super) mod records {
 
 #[cfg(test)]
 mod tests {
-    use apache_avro::Schema;
-    use apache_avro::reader::datum::GenericDatumReader;
     use apache_avro::types::Value;
 
     use super::records::{KEY_SCHEMA, VALUE_SCHEMA, record};
 
     fn decode(schema: &str, bytes: &[u8], id: u32) -> Value {
         assert_eq!(bytes[..5], [[0].as_slice(), &id.to_be_bytes()].concat());
-        let schema = Schema::parse_str(schema).unwrap();
-        let mut body = &bytes[5..];
-        let v = GenericDatumReader::builder(&schema)
-            .build()
-            .unwrap()
-            .read_value(&mut body)
-            .unwrap();
-        assert!(body.is_empty());
-        v
+        crate::avro::decode_datum(schema, &bytes[5..])
     }
 
     #[test]

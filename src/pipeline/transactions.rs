@@ -192,7 +192,6 @@ fn end_value(value_id: u32, open: &OpenTx) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use apache_avro::Schema;
     use apache_avro::types::Value;
 
     use crate::event::{Op, Position, Relation, RelationVersion, ReplicaIdentity, SourceTx, TxId};
@@ -229,16 +228,8 @@ mod tests {
     }
 
     fn decode(schema: &str, bytes: &[u8]) -> Value {
-        let schema = Schema::parse_str(schema).unwrap();
         assert_eq!(bytes[0], 0);
-        let mut reader = &bytes[5..];
-        let value = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
-            .build()
-            .unwrap()
-            .read_value(&mut reader)
-            .unwrap();
-        assert!(reader.is_empty(), "{} trailing bytes", reader.len());
-        value
+        crate::avro::decode_datum(schema, &bytes[5..])
     }
 
     #[test]
