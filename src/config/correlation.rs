@@ -92,7 +92,12 @@ url = "http://127.0.0.1:8081"
         );
         let err = load("[correlation]\ntrace_column = \"tp\"\n").unwrap_err();
         assert!(
-            err.contains("correlation.trace_column: unknown key (known keys: traceparent_column)"),
+            err.contains("correlation.trace_column: unknown key (known keys: traceparent_column, traceparent_message_prefix)"),
+            "{err}"
+        );
+        let err = load("[correlation]\ntraceparent_message_prefix = \"\"\n").unwrap_err();
+        assert!(
+            err.contains("correlation.traceparent_message_prefix: must be a message prefix"),
             "{err}"
         );
     }
