@@ -71,7 +71,7 @@ run_set() {
   local major=$1 log="$logs/pg$1.log" t0 rc=0
   t0=$(date +%s)
   if [ "$major" = 15 ]; then
-    SIPHON_TEST_PG=15 "${CARGO_TEST[@]}" >"$log" 2>&1 || rc=$?
+    SIPHON_TEST_PG=15 "${CARGO_TEST[@]}" --no-fail-fast >"$log" 2>&1 || rc=$?
     SIPHON_TEST_PG=15 "${CONSUMERS_TEST[@]}" >>"$log" 2>&1 || rc=$?
   else
     for name in "${CORE[@]}"; do
