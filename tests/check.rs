@@ -25,7 +25,7 @@ async fn check_passes_on_a_good_setup() {
         "ok      postgres: publication siphon_shop does not exist yet; siphon will create it",
         "ok      kafka: reached 127.0.0.1:",
         "ok      kafka: transactions are allowed",
-        "ok      kafka: records up to 999903 bytes of key and value are produced: message.max.bytes is 1000000 (librdkafka's default), less 97 bytes of record overhead",
+        "ok      kafka: records up to 999903 bytes of key, value and headers are produced: message.max.bytes is 1000000 (librdkafka's default), less 97 bytes of record overhead",
         "ok      kafka: 2 topic(s) do not exist yet and will be created: siphon.offsets, shop.public.orders",
         "ok      registry: reached http://127.0.0.1:",
         "compatibility level for shop.public.orders-value is BACKWARD (the subject does not exist yet; siphon will create it with BACKWARD)",

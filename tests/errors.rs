@@ -461,7 +461,7 @@ async fn an_oversized_change_is_fatal_once_with_the_fix_and_nothing_of_its_trans
     let at = position_after(&log, prefix);
     assert_eq!(at.index, 1, "the second change of its transaction:\n{log}");
     assert!(
-        log.contains("bytes as a Kafka record (key and value), over the limit of 199903 bytes")
+        log.contains("bytes as a Kafka record (key, value and headers), over the limit of 199903 bytes")
             && log.contains(r#"raise kafka.properties."message.max.bytes""#)
             && log.contains("max.message.bytes of topic big.public.t"),
         "{log}"
@@ -497,7 +497,7 @@ async fn an_oversized_row_in_the_initial_snapshot_is_fatal_once_with_the_fix() {
     assert!(
         log.contains("a snapshot row of table public.t (snapshot at ")
             && log.contains(
-                "bytes as a Kafka record (key and value), over the limit of 199903 bytes"
+                "bytes as a Kafka record (key, value and headers), over the limit of 199903 bytes"
             )
             && log.contains(r#"raise kafka.properties."message.max.bytes""#),
         "{log}"

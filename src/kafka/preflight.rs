@@ -138,7 +138,7 @@ fn record_limit_finding(cfg: &ConnectorConfig) -> Finding {
     Finding::ok(
         COMPONENT,
         format!(
-            "records up to {} bytes of key and value are produced: message.max.bytes is {max} ({source}), less {} bytes of record overhead; a larger row stops the connector. The topics' max.message.bytes on the broker must be at least {max}",
+            "records up to {} bytes of key, value and headers are produced: message.max.bytes is {max} ({source}), less {} bytes of record overhead; a larger row stops the connector. The topics' max.message.bytes on the broker must be at least {max}",
             super::record_limit_bytes(cfg),
             super::RECORD_OVERHEAD_BYTES
         ),

@@ -161,7 +161,7 @@ pub enum ConnectorError {
         source: EncodeError,
     },
     #[error(
-        "{change} is {bytes} bytes as a Kafka record (key and value), over the limit of {limit} bytes \
+        "{change} is {bytes} bytes as a Kafka record (key, value and headers), over the limit of {limit} bytes \
          (kafka.properties.\"message.max.bytes\" = {max}, less {overhead} bytes of record overhead): it can never be \
          written, so the connector stopped; the Kafka transaction holding it was aborted and the stored offset stays \
          before it. Fix: raise kafka.properties.\"message.max.bytes\" (librdkafka counts the whole record: key, value \

@@ -23,7 +23,7 @@
 //! partition column and tombstones. Skipped events still advance the
 //! offset like written ones.
 //!
-//! A record (key and value) larger than the producer's
+//! A record (key, value and headers) larger than the producer's
 //! `message.max.bytes` less [`RECORD_OVERHEAD_BYTES`] is never produced:
 //! it could never be written, so the writer stops with a fatal error and
 //! the open Kafka transaction is aborted, leaving the stored offset before
