@@ -461,8 +461,9 @@ async fn an_oversized_change_is_fatal_once_with_the_fix_and_nothing_of_its_trans
     let at = position_after(&log, prefix);
     assert_eq!(at.index, 1, "the second change of its transaction:\n{log}");
     assert!(
-        log.contains("bytes as a Kafka record (key, value and headers), over the limit of 199903 bytes")
-            && log.contains(r#"raise kafka.properties."message.max.bytes""#)
+        log.contains(
+            "bytes as a Kafka record (key, value and headers), over the limit of 199903 bytes"
+        ) && log.contains(r#"raise kafka.properties."message.max.bytes""#)
             && log.contains("max.message.bytes of topic big.public.t"),
         "{log}"
     );
@@ -471,12 +472,21 @@ async fn an_oversized_change_is_fatal_once_with_the_fix_and_nothing_of_its_trans
         1,
         "{log}"
     );
-    // Nothing of that transaction, and the offset stays before the row.
-    assert_eq!(
-        read_committed(&bed.broker.bootstrap, "big.public.t").len(),
-        3
-    );
+    // Nothing from the row on, and the offset stays before it. The change
+    // before it in its transaction may be in: a Kafka transaction also
+    // ends batch_linger_ms after it began, inside a source transaction
+    // too (seen on a loaded CI machine).
+    let written = read_committed(&bed.broker.bootstrap, "big.public.t").len();
     let stored = stored_offset(&bed, "big").expect("an offset");
+    match written {
+        3 => {}
+        4 => assert_eq!(
+            (stored.commit_lsn, stored.index),
+            (at.commit_lsn, Some(0)),
+            "the change before the row was committed alone: {stored:?}"
+        ),
+        n => panic!("{n} records: the oversized row or one after it was written"),
+    }
     assert!(!stored.covers(at), "{stored:?} covers {at}");
     assert!(stored.flush_lsn <= at.commit_lsn, "{stored:?}");
 }
