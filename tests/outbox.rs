@@ -278,9 +278,12 @@ async fn an_outbox_row_without_aggregate_type_is_fatal_and_nothing_of_it_is_writ
     bed.wait_records("bad.public.orders", 1, &siphon).await;
     bed.pg.psql(
         "bad",
+        // The bad row first: nothing of its transaction can have been
+        // committed before it (a Kafka transaction may end inside a
+        // source transaction, batch_linger_ms after it began).
         "BEGIN;
-         INSERT INTO orders VALUES (2);
          INSERT INTO outbox VALUES ('e1', NULL, '2', 'OrderPlaced', '{}');
+         INSERT INTO orders VALUES (2);
          COMMIT;",
     );
     let status = siphon
