@@ -390,7 +390,8 @@ async fn headers_of_a_change_written_again_after_a_crash_are_the_same() {
 /// the events after it in its transaction their `traceparent`, also those
 /// written after a crash inside the transaction (PostgreSQL sends the
 /// message again, before the rest); the next transaction has none. The
-/// message itself is not published on the messages topic.
+/// messages themselves (a non-transactional one too, which gives no
+/// transaction its context) are not published on the messages topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_message_gives_its_transactions_events_their_traceparent_across_a_crash() {
     let bed = Bed::start("tm").await;
@@ -407,7 +408,8 @@ async fn a_trace_message_gives_its_transactions_events_their_traceparent_across_
     bed.pg.psql(
         "tm",
         &format!(
-            "BEGIN;
+            "SELECT pg_logical_emit_message(false, 'traceparent', '{TP2}');
+             BEGIN;
              INSERT INTO t VALUES (0, 'before the message');
              SELECT pg_logical_emit_message(true, 'traceparent', '{TP1}');
              INSERT INTO t SELECT i, 'x' FROM generate_series(1, 60) i;

@@ -39,7 +39,8 @@ impl Writer {
                 .map_or_else(now_us, |tx| tx.commit_ts_us);
             return self.produce_outbox(&routed, message.position, ts_us).await;
         }
-        if !self.cfg.messages.publishes(&message.prefix) {
+        let trace_prefix = self.cfg.correlation.traceparent_message_prefix.as_deref();
+        if !self.cfg.messages.publishes(&message.prefix) || trace_prefix == Some(&message.prefix) {
             return Ok(());
         }
         let (topic, key_id, value_id) = self.message_plan().await?;
