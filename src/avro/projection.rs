@@ -133,6 +133,14 @@ impl Projection {
         };
         let rel = &relation.relation;
         let table = format!("{}.{}", rel.schema, rel.name);
+        // For the ALTER TABLE in error messages.
+        let quoted_table = || {
+            crate::config::TableName {
+                schema: rel.schema.clone(),
+                table: rel.name.clone(),
+            }
+            .quoted()
+        };
         let names: Vec<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
         let index = |key: &str, column: &str| -> Result<usize, String> {
             names.iter().position(|n| *n == column).ok_or_else(|| {
@@ -199,11 +207,7 @@ impl Projection {
                         return Err(format!(
                             "{}.key_columns names column {c:?} of {table}, which is not in its replica identity, so its deletes would not carry it: run ALTER TABLE {} REPLICA IDENTITY FULL; or choose replica-identity columns",
                             rule.name,
-                            crate::config::TableName {
-                                schema: rel.schema.clone(),
-                                table: rel.name.clone()
-                            }
-                            .quoted()
+                            quoted_table()
                         ));
                     }
                     out.push(i);
@@ -233,11 +237,7 @@ impl Projection {
                 return Err(format!(
                     "{}.partition_by names column {c:?} of {table}, which is not in its replica identity, so its deletes (and tombstones) would not carry it: run ALTER TABLE {} REPLICA IDENTITY FULL; or choose a replica-identity column",
                     rule.name,
-                    crate::config::TableName {
-                        schema: rel.schema.clone(),
-                        table: rel.name.clone()
-                    }
-                    .quoted()
+                    quoted_table()
                 ));
             }
         }

@@ -98,7 +98,8 @@ impl OutboxConfig {
     pub fn topic_for(&self, topic_prefix: &str, aggregate_type: &str) -> Result<String, String> {
         if aggregate_type.is_empty() || !aggregate_type.chars().all(is_topic_char) {
             return Err(format!(
-                "aggregate type {aggregate_type:?} cannot be part of a topic name (letters, digits, '.', '_' and '-' only, not empty)"
+                "the aggregate type ({} characters; the value is not logged) cannot be part of a topic name: use letters, digits, '.', '_' and '-' only, not empty",
+                aggregate_type.chars().count()
             ));
         }
         Ok(self

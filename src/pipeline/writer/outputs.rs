@@ -141,12 +141,7 @@ impl Writer {
             && let Some((key, value)) = meta.begin_record()
         {
             let topic = meta.topic.clone();
-            self.begin_if_needed()?;
-            self.producer
-                .send(&topic, Some(&key), Some(&value))
-                .await
-                .map_err(|e| self.refused(e))?;
-            self.count_extra(key.len() + value.len());
+            self.write_extra(&topic, Some(&key), &value).await?;
         }
         Ok(Some(order))
     }
@@ -164,13 +159,7 @@ impl Writer {
             return Ok(());
         };
         let topic = meta.topic.clone();
-        self.begin_if_needed()?;
-        self.producer
-            .send(&topic, Some(&key), Some(&value))
-            .await
-            .map_err(|e| self.refused(e))?;
-        self.count_extra(key.len() + value.len());
-        Ok(())
+        self.write_extra(&topic, Some(&key), &value).await
     }
 
     /// Counts a change the stored offset covers (re-sent by PostgreSQL)
@@ -219,13 +208,8 @@ impl Writer {
             },
             self.record_limit,
         );
-        self.begin_if_needed()?;
-        self.producer
-            .send(&topic, None, Some(&value))
-            .await
-            .map_err(|e| self.refused(e))?;
+        self.write_extra(&topic, None, &value).await?;
         warn!(connector = %self.cfg.name, table = %plan.table, position = %event.position, dead_letter_topic = %topic, error = %message, "event written to the dead-letter topic");
-        self.count_extra(value.len());
         *self
             .extras
             .dead_letter_counts
@@ -269,10 +253,23 @@ impl Writer {
         Ok(())
     }
 
-    fn count_extra(&mut self, bytes: usize) {
+    /// Writes one extra record into the open (or a new) Kafka transaction
+    /// and counts it in the batch.
+    async fn write_extra(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<(), ConnectorError> {
+        self.begin_if_needed()?;
+        self.producer
+            .send(topic, key, Some(value))
+            .await
+            .map_err(|e| self.refused(e))?;
         if let Some(b) = &mut self.batch {
             b.events += 1;
-            b.bytes += bytes;
+            b.bytes += key.map_or(0, <[u8]>::len) + value.len();
         }
+        Ok(())
     }
 }
